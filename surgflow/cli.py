@@ -1,0 +1,74 @@
+"""The `surgflow` command. Each subcommand lives in surgflow/commands/<name>.py with
+`add_arguments(parser)` and `run(args) -> int`; heavy imports happen inside `run`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = [
+    ("demo", "the main job: synthesize, prepare, train, evaluate and audit; writes report.md"),
+    ("synth", "write a synthetic surgery dataset in the Cholec80 layout"),
+    ("prepare", "decode raw videos once into a prepared frame store with aligned labels"),
+    ("train", "train a model end to end from a YAML config"),
+    ("eval", "run a trained model causally over whole videos and score it"),
+    ("score", "score prediction files against ground truth (phase, tools, anticipation)"),
+    ("audit", "audit a model for BatchNorm leakage of future or cross-sample information"),
+    ("experiment", "reproduce the paper's experiments (cheating)"),
+    ("predict", "online prediction on a video file or stream, with an optional rendered overlay"),
+    ("export", "export the stateful one-frame step to ONNX"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="surgflow",
+        description="End-to-end video learning for surgical workflow analysis. "
+        "Start with `surgflow demo`; every subcommand has --help.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(f"surgflow.commands.{name}")
+        except ModuleNotFoundError:
+            continue  # command not built yet
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from surgflow import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from surgflow.io_utils import SurgflowError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except SurgflowError as e:
+        print(f"surgflow {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"surgflow {args.command}: interrupted; finished work is kept, re-run to resume",
+              file=sys.stderr)
+        return 130
+    except FileNotFoundError as e:
+        if os.environ.get("SURGFLOW_DEBUG"):
+            raise
+        print(f"surgflow {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

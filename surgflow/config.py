@@ -1,0 +1,261 @@
+"""One typed run configuration: dataclasses loaded from YAML, with dotted command-line overrides.
+
+Unknown keys and values of the wrong type or outside their choices fail with a message naming the
+key, e.g. ``train.seq_len: expected int, got 'abc'``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from surgflow.io_utils import SurgflowError
+
+
+class ConfigError(SurgflowError, ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # prepared dataset directory (output of `surgflow prepare`)
+    split: str = "all"  # split name from the split registry, or a split file (YAML/JSON)
+    train_subset: str = "train"
+    val_subset: str = "val"  # "" = no validation set (never select checkpoints on test)
+    test_subset: str = "test"
+    augment: bool = True
+    workers: int = 0  # background threads reading frames for the samplers
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "convnext_atto"  # any timm model name
+    norm: str = "native"  # native | frozen_bn | gn
+    gn_groups: int = 32
+    pretrained: Union[bool, str] = False  # true (timm hub), a local weights file, or false
+    freeze_stages: int = 0
+    head: str = "lstm"  # lstm | gru | tcn (causal MS-TCN) | bilstm | tcn_centered (offline only)
+    hidden: int = 512
+    layers: int = 1
+    tcn_stages: int = 2
+    tcn_layers: int = 9
+    tcn_maps: int = 64
+    dropout: float = 0.0
+
+
+@dataclass
+class TaskConfig:
+    tasks: list[str] = field(default_factory=lambda: ["phase"])  # phase | tools | anticipation
+    online: bool = True  # false allows non-causal heads (offline analysis)
+    horizon: float = 3.0  # anticipation horizon h in minutes
+    instruments: list[str] = field(
+        default_factory=lambda: ["Bipolar", "Scissors", "Clipper", "Irrigator", "SpecimenBag"]
+    )
+    phase_weights: Optional[list[float]] = None  # None = median frequency from training labels
+    anticipation_ce_weight: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    strategy: str = "carry_hidden"  # carry_hidden | clips | two_stage | full_context
+    seq_len: int = 64  # T
+    batch_size: int = 1  # B lanes (carry_hidden) or clips
+    micro_batch: int = 16  # full_context: frames per CNN recomputation
+    epochs: int = 200
+    max_steps: int = 0  # >0 stops after this many optimiser steps (tests, smoke runs)
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-5
+    weight_decay: float = 1e-2
+    momentum: float = 0.9
+    grad_clip: float = 0.0  # max global norm; 0 = off
+    agc: float = 0.0  # adaptive gradient clipping factor (NF nets); 0 = off
+    precision: str = "fp32"  # fp32 | bf16
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every: int = 0  # steps; 0 = only at epoch end
+    val_every: int = 1  # epochs
+    best_metric: str = "val/accuracy"
+    log_every: int = 10
+    two_stage_cnn_epochs: int = 1
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES: dict[str, tuple] = {
+    "model.norm": ("native", "frozen_bn", "gn"),
+    "train.optimizer": ("adamw", "sgd"),
+    "train.precision": ("fp32", "bf16"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.strategy": ("carry_hidden", "clips", "two_stage", "full_context"),
+}
+POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_batch", "train.epochs",
+                             "task.horizon", "model.hidden", "model.layers")
+NON_NEGATIVE: tuple[str, ...] = ("train.lr", "train.weight_decay", "train.grad_clip", "train.agc",
+                                 "model.freeze_stages", "train.max_steps", "train.checkpoint_every",
+                                 "model.dropout", "data.workers")
+TASK_NAMES = ("phase", "tools", "anticipation")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where it is lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-5 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(obj: Any, values: dict, prefix: str) -> None:
+    hints = _hints(type(obj))
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(obj))
+            raise ConfigError(f"unknown config key '{full}'; known keys here: {known}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a section (mapping), got {value!r}")
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def validate(cfg: Config) -> Config:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+    for key in POSITIVE + NON_NEGATIVE:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if key in POSITIVE and value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+        if key in NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {value}")
+    if not cfg.task.tasks:
+        raise ConfigError("task.tasks: list at least one of " + ", ".join(TASK_NAMES))
+    for t in cfg.task.tasks:
+        if t not in TASK_NAMES:
+            raise ConfigError(f"task.tasks: unknown task '{t}'; known: {', '.join(TASK_NAMES)}")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-4' -> ('train.lr', 0.0001); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.lr=1e-4")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    # YAML reads 1e-4 as a string; accept it as a float.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def from_dict(values: dict, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    _apply(cfg, values or {}, "")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _apply(cfg, _nest(key, value), "")
+    return validate(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; presets live in configs/")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        values.pop("_base_", None)
+    try:
+        return from_dict(values, overrides)
+    except ConfigError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
