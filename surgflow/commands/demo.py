@@ -1,0 +1,15 @@
+"""`surgflow demo`: the main job on built-in synthetic data."""
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="surgflow_demo", help="output directory (new or from an earlier demo)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (under 2 minutes)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from surgflow.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed)
+    return 0

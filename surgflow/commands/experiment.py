@@ -1,0 +1,33 @@
+"""`surgflow experiment cheating`: reproduce the BN-pitfalls paper's "cheating" effect on the
+built-in synthetic data (BN vs frozen BN vs BN-free, honest vs train-mode evaluation)."""
+from __future__ import annotations
+
+import argparse
+
+EXPERIMENTS = ("cheating",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=EXPERIMENTS, help="which experiment")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds, mean and std over them (default 3; 1 with --quick)")
+    p.add_argument("--out", default="experiments/cheating",
+                   help="output folder (data, runs, cheating.md, cheating.json, loss_curves.png)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny data and training (a smoke test, about a minute); numbers mean little")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+
+
+def run(args) -> int:
+    import time
+
+    from surgflow.audit.cheating import run_cheating_experiment
+
+    t0 = time.perf_counter()
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, device=args.device)
+    print(open(res["files"]["markdown"]).read())
+    print(f"wrote {res['files']['markdown']}, {res['files']['json']}"
+          + (f", {res['files']['plot']}" if res["files"]["plot"] else "")
+          + f" in {time.perf_counter() - t0:.0f} s")
+    return 0

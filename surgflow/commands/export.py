@@ -1,0 +1,34 @@
+"""`surgflow export CHECKPOINT --onnx FILE`: the stateful one-frame step as ONNX, verified."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run directory or checkpoint file (.pt) of a causal model")
+    parser.add_argument("--onnx", required=True, metavar="FILE.onnx",
+                        help="output model; FILE.onnx.json beside it gets preprocessing and labels")
+    parser.add_argument("--which", default="best", choices=("best", "last"),
+                        help="checkpoint of a run directory to use")
+    parser.add_argument("--verify-frames", type=int, default=100,
+                        help="frames streamed through PyTorch and onnxruntime to check parity (>= 1)")
+    parser.add_argument("--video", default=None,
+                        help="take the verification frames from this video; None = synthetic smooth frames")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+
+
+def run(args) -> int:
+    from surgflow.io_utils import SurgflowError
+    from surgflow.online.export import export_onnx
+    from surgflow.training.checkpoint import load_model
+
+    if args.verify_frames < 1:
+        raise SurgflowError("--verify-frames must be >= 1 (100 or more recommended)")
+    if args.opset < 17:
+        raise SurgflowError("--opset must be >= 17 (LayerNormalization)")
+    model, _cfg, meta = load_model(args.checkpoint, which=args.which, device="cpu")
+    info = export_onnx(model, meta, args.onnx, verify_frames=args.verify_frames, video=args.video,
+                       opset=args.opset)
+    print(f"wrote {args.onnx} and {args.onnx}.json (inputs: frame {info['input']['shape']}"
+          f" + {len(info['state'])} state tensors; outputs: {', '.join(info['outputs'])})")
+    return 0

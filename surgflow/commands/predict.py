@@ -1,0 +1,47 @@
+"""`surgflow predict CHECKPOINT VIDEO_OR_STREAM`: online prediction, one frame at a time."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run directory or checkpoint file (.pt) of a causal model")
+    parser.add_argument("video", help="video file, or any stream PyAV/ffmpeg opens (rtsp://, http://, ...)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="sampling rate in frames per second; None = the model's (e.g. 1)")
+    parser.add_argument("--out", default="predictions",
+                        help="folder for <video>-phase.txt / -tool.txt / -anticipation.txt")
+    parser.add_argument("--render", default=None, metavar="OVERLAY.mp4",
+                        help="also write the video with the prediction overlay")
+    parser.add_argument("--which", default="best", choices=("best", "last"),
+                        help="checkpoint of a run directory to use")
+    parser.add_argument("--name", default=None, help="video name in the output files; None = the file stem")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--raw-frames", action="store_true",
+                        help="feed decoded frames directly, skipping the JPEG round trip that makes "
+                        "them identical to a prepared dataset's frames (and predict == eval)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+
+
+def run(args) -> int:
+    import sys
+
+    from surgflow.online.predict import predict_video
+    from surgflow.online.predictor import OnlinePredictor
+
+    predictor = OnlinePredictor.from_checkpoint(args.checkpoint, which=args.which, device=args.device)
+    summary = predict_video(predictor, args.video, args.out, fps=args.fps, render=args.render,
+                            name=args.name, max_frames=args.max_frames,
+                            match_store=not args.raw_frames)
+    lat = summary["latency_ms"]
+    print(f"{summary['video']}: {summary['frames']} frames at {args.fps or predictor.fps:g} fps, "
+          f"model latency {lat['mean']:.1f} ms/frame (p50 {lat['p50']:.1f}, max {lat['max']:.1f})")
+    for path in summary["files"]:
+        print(f"wrote {path}")
+    if summary["render"]:
+        print(f"wrote {summary['render']}")
+    if summary["stopped"]:
+        print(f"warning: {summary['stopped']}; the {summary['frames']} predictions made so far were "
+              "written", file=sys.stderr)
+        return 1
+    return 0

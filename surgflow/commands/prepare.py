@@ -1,0 +1,55 @@
+"""`surgflow prepare LAYOUT RAW_ROOT OUT`: decode raw videos once into a prepared frame store."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("layout", help="raw dataset layout: cholec80, autolaparo or mstcn")
+    parser.add_argument("raw_root", help="raw dataset folder (videos/ + annotation folders)")
+    parser.add_argument("out", help="output folder of the prepared dataset (manifest.json + one "
+                        "folder per video); re-running resumes")
+    parser.add_argument("--fps", type=float, default=1.0, help="frames per second to keep")
+    parser.add_argument("--size", default="384x216", help="stored frame size WIDTHxHEIGHT")
+    parser.add_argument("--workers", type=int, default=1, help="videos prepared in parallel "
+                        "(processes)")
+    parser.add_argument("--max-mismatch", type=int, default=5,
+                        help="tolerated difference between decoded frames and annotation rows, in "
+                        "source frames (a missing last 1-fps tool row is always within it when > 0)")
+    parser.add_argument("--videos", nargs="*", default=None, help="only these video names")
+    parser.add_argument("--check", action="store_true", help="verify an already prepared OUT "
+                        "(frame counts, checksums) instead of preparing")
+
+
+def run(args) -> int:
+    import sys
+    import time
+    from pathlib import Path
+
+    from surgflow.data.prepare import check, format_failures, parse_size, prepare, print_summary
+
+    out = Path(args.out)
+    if args.check:
+        problems = check(out)
+        if problems:
+            print(f"{out}: {len(problems)} problem(s):", file=sys.stderr)
+            for p in problems:
+                print(f"  {p}", file=sys.stderr)
+            return 1
+        print(f"{out}: OK (every video in the manifest present, frame counts and checksums match)")
+        return 0
+    size = parse_size(args.size)
+    t0 = time.time()
+    res = prepare(args.layout, args.raw_root, out, fps=args.fps, size=size, workers=args.workers,
+                  max_mismatch=args.max_mismatch, videos=args.videos)
+    print_summary(res, out)
+    for name in res.done:
+        e = res.manifest["videos"][name]
+        print(f"  {name}: {e['frames']} frames from {e['decoded_frames']} decoded; {e['alignment']}")
+    print(f"time: {time.time() - t0:.1f} s")
+    if res.failed:
+        print(f"surgflow prepare: {len(res.failed)} video(s) failed (the others are prepared; "
+              f"fix these and re-run the same command to resume):", file=sys.stderr)
+        print(format_failures(res.failed), file=sys.stderr)
+        return 1
+    return 0

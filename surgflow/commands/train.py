@@ -1,0 +1,35 @@
+"""`surgflow train CONFIG.yaml [--set key=value ...] [--out RUN_DIR] [--resume]`."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config (presets in configs/), or a run's config.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
+    parser.add_argument("--out", default=None,
+                        help="run directory (default: runs/<config name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly from RUN_DIR/checkpoints/last.pt")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from surgflow.config import load_config
+    from surgflow.training.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    print(f"run directory: {out}")
+    res = train(cfg, out, resume=args.resume)
+    best = res["best_metric"]
+    print(f"stopped: {res['stopped']} after {res['step']} steps (epoch {res['epoch']})")
+    for k, v in {**{f"train/{k}": v for k, v in res["train"].items()}, **res["val"]}.items():
+        print(f"  {k:<18} {v:.4f}")
+    if best.get("value") is not None:
+        print(f"best {best['metric']} = {best['value']:.4f} (epoch {best['epoch']}, step {best['step']})")
+    print(f"checkpoints: {res['last']}  {res['best']}")
+    print(f"next: surgflow eval {out}")
+    return 0

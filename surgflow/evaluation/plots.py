@@ -1,0 +1,134 @@
+"""Evaluation plots (matplotlib, Agg backend): phase ribbons, confusion matrix, anticipation curves.
+
+Every function writes PNGs atomically and returns their paths. Phase colours are fixed per phase
+id (tab10/tab20), so the same phase has the same colour in every figure. With `non_causal` the
+titles say NON-CAUSAL and file names start with `NONCAUSAL_`.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from surgflow.io_utils import atomic_write_bytes
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(n: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return np.array([cmap(i % cmap.N) for i in range(n)])
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _prefix(non_causal: bool) -> str:
+    return "NONCAUSAL_" if non_causal else ""
+
+
+def _title(text: str, label: str | None, non_causal: bool) -> str:
+    parts = (["NON-CAUSAL"] if non_causal else []) + ([f"[{label}]"] if label else []) + [text]
+    return " ".join(parts)
+
+
+def phase_ribbons(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                  phase_names: Sequence[str], out_dir, fps: float = 1.0, label: str | None = None,
+                  non_causal: bool = False, max_videos: int | None = None) -> list[Path]:
+    """One PNG per video: ground-truth ribbon above the predicted ribbon, time in minutes."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    out_dir = Path(out_dir)
+    colors = _colors(len(phase_names))
+    # index 0 = unlabelled (light grey), 1.. = phases
+    cmap = ListedColormap(np.vstack([[0.9, 0.9, 0.9, 1.0], colors]))
+    paths = []
+    for v in list(gt)[:max_videos]:
+        g = np.asarray(gt[v], dtype=np.int64)
+        p = np.asarray(pred[v], dtype=np.int64)
+        img = np.stack([g, p]) + 1
+        fig, ax = plt.subplots(figsize=(10, 1.9))
+        minutes = len(g) / fps / 60.0
+        ax.imshow(img, aspect="auto", cmap=cmap, vmin=0, vmax=len(phase_names),
+                  interpolation="nearest", extent=(0, minutes, 1.5, -0.5))
+        ax.set_yticks([0, 1], ["ground truth", "prediction"])
+        ax.set_xlabel("time (min)")
+        acc = float((g[g >= 0] == p[g >= 0]).mean() * 100) if (g >= 0).any() else float("nan")
+        ax.set_title(_title(f"{v}: accuracy {acc:.1f}%", label, non_causal), fontsize=10)
+        handles = [Patch(color=colors[i], label=n) for i, n in enumerate(phase_names)]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.45),
+                  ncol=min(4, len(phase_names)), fontsize=7, frameon=False)
+        paths.append(_save(fig, out_dir / f"{_prefix(non_causal)}ribbon_{v}.png"))
+    return paths
+
+
+def confusion_matrix_plot(cm: np.ndarray, phase_names: Sequence[str], path,
+                          label: str | None = None, non_causal: bool = False) -> Path:
+    """Row-normalised confusion matrix (rows: ground truth), percentages printed in the cells."""
+    plt = _plt()
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(phase_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.7 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{norm[i, j] * 100:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), phase_names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), phase_names, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(_title("confusion (% of ground-truth row)", label, non_causal), fontsize=9)
+    path = Path(path)
+    if non_causal and not path.name.startswith("NONCAUSAL_"):
+        path = path.with_name("NONCAUSAL_" + path.name)
+    return _save(fig, path)
+
+
+def anticipation_curves(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                        instruments: Sequence[str], horizon: float, out_dir, fps: float = 1.0,
+                        label: str | None = None, non_causal: bool = False,
+                        max_videos: int | None = None) -> list[Path]:
+    """One PNG per video: per instrument, true vs predicted remaining time (minutes)."""
+    plt = _plt()
+    out_dir = Path(out_dir)
+    paths = []
+    k = len(instruments)
+    for v in list(gt)[:max_videos]:
+        g = np.asarray(gt[v], dtype=np.float64).reshape(-1, k)
+        p = np.asarray(pred[v], dtype=np.float64).reshape(-1, k)
+        t = np.arange(len(g)) / fps / 60.0
+        fig, axes = plt.subplots(k, 1, figsize=(10, 1.3 * k + 0.6), sharex=True, squeeze=False)
+        for i, name in enumerate(instruments):
+            ax = axes[i, 0]
+            ax.plot(t, g[:, i], color="black", lw=1.2, label="true")
+            ax.plot(t, p[:, i], color="tab:red", lw=1.0, alpha=0.8, label="predicted")
+            ax.set_ylim(-0.1 * horizon, 1.1 * horizon)
+            ax.set_ylabel(name, fontsize=8)
+            if i == 0:
+                ax.legend(fontsize=7, loc="upper right")
+        axes[-1, 0].set_xlabel("time (min)")
+        axes[0, 0].set_title(_title(f"{v}: remaining time until use (min), horizon {horizon:g}",
+                                    label, non_causal), fontsize=10)
+        paths.append(_save(fig, out_dir / f"{_prefix(non_causal)}anticipation_{v}.png"))
+    return paths

@@ -1,0 +1,320 @@
+"""Scoring drivers shared by `surgflow score` and `surgflow eval`.
+
+Each driver takes {video: array} dictionaries at the evaluation fps, computes every metric family
+of its task and returns a JSON-ready dict with a `protocol` block that states what was averaged
+over what (videos, fps, class set of the macro mean, relaxed variant, the axis of every std).
+Numbers are percent for phase and tools, minutes for anticipation. `format_table` renders the same
+dict as aligned text; with a `label` (eval passes the split name) every line starts with it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from surgflow.evaluation import (anticipation_metrics, phase_metrics, relaxed as relaxed_mod,
+                                 segment_metrics, tool_metrics)
+from surgflow.io_utils import atomic_write_json
+
+NON_CAUSAL_NOTE = ("NON-CAUSAL: the model ran in train mode (BatchNorm used batch statistics, which "
+                   "include future frames); these numbers are not valid online results")
+
+
+def _pct(x: float) -> float:
+    return float(x) * 100.0
+
+
+def _ms(d: Mapping, scale: float = 100.0) -> dict:
+    return {"mean": d["mean"] * scale, "std": d["std"] * scale}
+
+
+def _base_protocol(task: str, videos: Sequence[str], fps: float, label: str | None,
+                   non_causal: bool, notes: Sequence[str] | None, frames: int) -> dict:
+    p = {"task": task, "split": label, "videos": list(videos), "num_videos": len(videos),
+         "num_frames": int(frames), "fps": fps}
+    if non_causal:
+        p["NON-CAUSAL"] = True
+        p["non_causal_note"] = NON_CAUSAL_NOTE
+    p["notes"] = list(notes or [])
+    return p
+
+
+def _check_pairs(gt: Mapping, pred: Mapping) -> list[str]:
+    from surgflow.io_utils import SurgflowError
+
+    if set(gt) != set(pred):
+        only_gt = sorted(set(gt) - set(pred))
+        only_pred = sorted(set(pred) - set(gt))
+        raise SurgflowError(f"videos differ between ground truth and predictions; only in ground "
+                            f"truth: {', '.join(only_gt) or '-'}; only in predictions: "
+                            f"{', '.join(only_pred) or '-'}")
+    for v in gt:
+        if len(gt[v]) != len(pred[v]):
+            raise SurgflowError(f"{v}: ground truth has {len(gt[v])} frames, prediction "
+                                f"{len(pred[v])}; align them (or --truncate on the command line)")
+    if not gt:
+        raise SurgflowError("no videos to score")
+    return sorted(gt)
+
+
+# ---------------------------------------------------------------- phase
+
+def score_phase(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                phase_names: Sequence[str], fps: float, relaxed: str | None = None,
+                gt_only: bool = False, label: str | None = None, non_causal: bool = False,
+                notes: Sequence[str] | None = None) -> dict:
+    """Every phase metric family on {video: int [N]} ground truth and predictions (0-based ids)."""
+    videos = _check_pairs(gt, pred)
+    gt = {v: np.asarray(gt[v], dtype=np.int64) for v in videos}
+    pred = {v: np.asarray(pred[v], dtype=np.int64) for v in videos}
+    c = len(phase_names)
+    vw = phase_metrics.videowise(gt, pred, c, gt_only)
+    pp = phase_metrics.per_phase(vw["confusions"])
+    frame = phase_metrics.frame_pooled(gt, pred, c, gt_only)
+    seg = segment_metrics.segment_scores(gt, pred)
+    class_set = ("ground truth only" if gt_only else
+                 "ground truth union prediction (a phase predicted but absent from the ground "
+                 "truth scores 0)")
+    protocol = _base_protocol("phase", videos, fps, label, non_causal, notes,
+                              sum(int((gt[v] >= 0).sum()) for v in videos))
+    protocol.update({
+        "units": "percent",
+        "phases": list(phase_names),
+        "macro_phases": class_set,
+        "zero_division": "0 (a ground-truth phase never predicted has precision 0)",
+        "averaging": {
+            "video": "per video: accuracy and macro precision/recall/jaccard/f1 over the macro "
+                     "phase set; then mean over videos",
+            "per_phase": "per video and phase, then mean over the videos whose ground truth "
+                         "contains the phase; per_phase_mean = mean over phases",
+            "frame": "all frames of all videos pooled, then macro over the pooled phase set",
+            "segments": "edit: mean over videos; F1@k: TP/FP/FN summed over videos (MS-TCN)",
+        },
+        "relaxed": relaxed or "none",
+        "std_axis": {
+            "video": "videos (sample std, ddof=1)",
+            "per_phase": "videos containing the phase (sample std, ddof=1)",
+            "per_phase_mean": "phases (sample std, ddof=1)",
+            "segments.edit_std": "videos (sample std, ddof=1)",
+        },
+        "unlabelled_frames": "frames whose ground truth is -1 are excluded",
+    })
+    res = {
+        "task": "phase",
+        "label": label,
+        "protocol": protocol,
+        "video": {m: _ms(vw["summary"][m]) for m in phase_metrics.METRICS},
+        "per_phase": {},
+        "per_phase_mean": {m: _ms(pp["summary"][m]) for m in phase_metrics.CLASS_METRICS},
+        "frame": {m: _pct(frame[m]) for m in phase_metrics.METRICS},
+        "segments": seg,
+        "per_video": {v: {m: _pct(vw["per_video"][v][m]) for m in phase_metrics.METRICS}
+                      for v in videos},
+    }
+    for v in videos:  # which phases entered this video's macro mean
+        cm = vw["confusions"][v]
+        used = cm.sum(1) > 0 if gt_only else (cm.sum(1) > 0) | (cm.sum(0) > 0)
+        res["per_video"][v]["macro_phases"] = [phase_names[i] for i in np.flatnonzero(used)]
+    for i, name in enumerate(phase_names):
+        entry = {m: _pct(pp["phases"][m]["mean"][i]) for m in phase_metrics.CLASS_METRICS}
+        entry["videos"] = int(pp["phases"]["precision"]["n"][i])
+        entry["std"] = {m: _pct(pp["phases"][m]["std"][i]) for m in phase_metrics.CLASS_METRICS}
+        res["per_phase"][name] = entry
+    if relaxed:
+        res["relaxed"] = _relaxed_block(relaxed, gt, pred, fps, phase_names, gt_only)
+        from surgflow.labels import CHOLEC80_PHASES
+
+        if list(phase_names) != list(CHOLEC80_PHASES):
+            protocol["notes"].append("relaxed boundaries use the Cholec80 script's phase-pair rules "
+                                     "(ids 4-7); they are not defined for this phase vocabulary")
+        protocol["std_axis"]["relaxed"] = res["relaxed"]["std_axis"]
+    res["confusion"] = sum(vw["confusions"].values()).tolist()
+    return res
+
+
+def _relaxed_block(variant: str, gt, pred, fps, phase_names, gt_only) -> dict:
+    c = len(phase_names)
+    window = relaxed_mod.window_frames(fps)
+    if variant == "published":
+        r = relaxed_mod.published(gt, pred, fps, c)
+        block = {
+            "variant": "published",
+            "description": "Cholec80/M2CAI MATLAB script reproduced exactly, bugs included "
+                           "(early-transition window lands on the start of each segment, TP "
+                           "counted over pred-or-gt frames, values clipped at 100)",
+            "window_frames": window,
+            "accuracy": dict(r["accuracy"]),
+            "per_phase": {},
+            "std_axis": {"accuracy": "videos", "jaccard": "phases", "precision": "phases",
+                         "recall": "phases", "per_phase": "videos (nanstd)"},
+            "phase_mean": {"jaccard": "mean over phases", "precision": "nanmean over phases",
+                           "recall": "mean over phases"},
+        }
+        for m in ("jaccard", "precision", "recall"):
+            block[m] = {"mean": r[m]["mean"], "std": r[m]["std"]}
+        for i, name in enumerate(phase_names):
+            block["per_phase"][name] = {m: float(r[m]["per_phase_mean"][i])
+                                        for m in ("jaccard", "precision", "recall")}
+        return block
+    if variant == "corrected":
+        r = relaxed_mod.corrected(gt, pred, fps, c, gt_only)
+        block = {
+            "variant": "corrected",
+            "description": "intended windows (late: first t frames, early: last t frames of each "
+                           "ground-truth segment, same pair rules); relaxed frames take the ground-"
+                           "truth label, then the video-wise protocol",
+            "window_frames": window,
+            "video": {m: _ms(r["videowise"]["summary"][m]) for m in phase_metrics.METRICS},
+            "per_phase": {},
+            "std_axis": {"video": "videos", "per_phase": "videos containing the phase"},
+        }
+        for i, name in enumerate(phase_names):
+            block["per_phase"][name] = {m: _pct(r["per_phase"]["phases"][m]["mean"][i])
+                                        for m in phase_metrics.CLASS_METRICS}
+        return block
+    from surgflow.io_utils import SurgflowError
+
+    raise SurgflowError(f"--relaxed must be one of {relaxed_mod.VARIANTS}, got {variant!r}")
+
+
+# ---------------------------------------------------------------- tools
+
+def score_tools(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                tool_names: Sequence[str], fps: float = 1.0, label: str | None = None,
+                non_causal: bool = False, notes: Sequence[str] | None = None) -> dict:
+    """AP per tool and mAP (frame-pooled) on {video: [N, K]} targets (0/1) and scores."""
+    videos = _check_pairs(gt, pred)
+    r = tool_metrics.tool_ap({v: gt[v] for v in videos}, {v: pred[v] for v in videos}, tool_names)
+    protocol = _base_protocol("tools", videos, fps, label, non_causal, notes,
+                              sum(len(gt[v]) for v in videos))
+    protocol.update({
+        "units": "percent",
+        "tools": list(tool_names),
+        "averaging": "frame-pooled: all frames of all videos concatenated, AP per tool "
+                     "(step-wise, as sklearn average_precision_score), mAP = mean over tools "
+                     "with at least one positive frame",
+        "std_axis": {},
+    })
+    return {"task": "tools", "label": label, "protocol": protocol,
+            "tools": {n: _pct(a) for n, a in r["ap"].items()}, "mAP": _pct(r["map"])}
+
+
+# ---------------------------------------------------------------- anticipation
+
+def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
+                       instruments: Sequence[str], horizon: float, fps: float = 1.0,
+                       per_video: bool = False, label: str | None = None,
+                       non_causal: bool = False, notes: Sequence[str] | None = None) -> dict:
+    """inMAE ... mMAE per instrument and their mean (minutes) on {video: [N, I]} minutes."""
+    videos = _check_pairs(gt, pred)
+    pooling = "videos" if per_video else "frames"
+    r = anticipation_metrics.anticipation_scores({v: gt[v] for v in videos},
+                                                 {v: pred[v] for v in videos},
+                                                 instruments, horizon, pooling)
+    protocol = _base_protocol("anticipation", videos, fps, label, non_causal, notes,
+                              sum(len(gt[v]) for v in videos))
+    protocol.update({
+        "units": "minutes",
+        "horizon": horizon,
+        "instruments": list(instruments),
+        "pooling": ("per instrument over all frames of all videos pooled" if not per_video else
+                    "per instrument and video, then mean over the videos where defined"),
+        "averaging": "mean = nanmean over instruments; frames with the instrument present "
+                     "(target 0) are excluded from every metric",
+        "std_axis": {},
+    })
+    return {"task": "anticipation", "label": label, "protocol": protocol,
+            "instruments": r["instruments"], "mean": r["mean"]}
+
+
+# ---------------------------------------------------------------- output
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        x = float(obj)
+        return x if math.isfinite(x) else None  # NaN (undefined) -> null
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def write_json(result: dict, path) -> None:
+    """Atomic JSON; undefined values (NaN) become null."""
+    atomic_write_json(path, _json_safe(result))
+
+
+def _f(x, width: int = 7, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return f"{'n/a':>{width}}"
+    return f"{x:{width}.{digits}f}"
+
+
+def _pm(d: Mapping) -> str:
+    return f"{_f(d['mean'])} +- {_f(d['std'], 6)}"
+
+
+def format_table(result: dict) -> str:
+    """Aligned text table of a score_* result; every line starts with `[label]` when labelled."""
+    task = result["task"]
+    p = result["protocol"]
+    lines: list[str] = []
+    title = f"{task} scores: {p['num_videos']} videos, {p['num_frames']} frames at {p['fps']:g} fps"
+    if p.get("NON-CAUSAL"):
+        title = "NON-CAUSAL " + title + " (model in train mode: not valid online results)"
+    lines += [title, "=" * min(len(title), 100)]
+    if task == "phase":
+        lines.append(f"macro over: {p['macro_phases']}")
+        lines.append("video-wise (mean +- sample std over videos)")
+        for m in phase_metrics.METRICS:
+            lines.append(f"  {m:<10} {_pm(result['video'][m])}")
+        lines.append("per phase (mean over videos containing the phase)")
+        head = f"  {'phase':<28}{'videos':>7}" + "".join(f"{m:>11}" for m in phase_metrics.CLASS_METRICS)
+        lines.append(head)
+        for name, e in result["per_phase"].items():
+            lines.append(f"  {name[:27]:<28}{e['videos']:>7}" + "".join(
+                f"{_f(e[m], 11)}" for m in phase_metrics.CLASS_METRICS))
+        lines.append("mean over phases (+- across phases): " + "  ".join(
+            f"{m} {_pm(result['per_phase_mean'][m])}" for m in ("jaccard", "f1")))
+        fr = result["frame"]
+        lines.append("frame-pooled: " + "  ".join(f"{m} {_f(fr[m], 6)}" for m in phase_metrics.METRICS))
+        s = result["segments"]
+        lines.append(f"segments: edit {_f(s['edit'], 6)} +- {_f(s['edit_std'], 6)}  "
+                     + "  ".join(f"{k} {_f(s[k], 6)}" for k in s if k.startswith("f1@")))
+        if "relaxed" in result:
+            r = result["relaxed"]
+            if r["variant"] == "published":
+                lines.append(f"relaxed boundaries, variant PUBLISHED (MATLAB script, bugs included; "
+                             f"window {r['window_frames']} frames)")
+                lines.append(f"  accuracy  {_pm(r['accuracy'])}   (+- across videos)")
+                for m in ("jaccard", "precision", "recall"):
+                    lines.append(f"  {m:<9} {_pm(r[m])}   (+- across phases)")
+            else:
+                lines.append(f"relaxed boundaries, variant CORRECTED (window {r['window_frames']} "
+                             f"frames; mean +- sample std over videos)")
+                for m in phase_metrics.METRICS:
+                    lines.append(f"  {m:<10} {_pm(r['video'][m])}")
+    elif task == "tools":
+        lines.append("average precision per tool (frame-pooled)")
+        for n, a in result["tools"].items():
+            lines.append(f"  {n:<16}{_f(a)}")
+        lines.append(f"  {'mAP':<16}{_f(result['mAP'])}")
+    elif task == "anticipation":
+        lines.append(f"horizon {p['horizon']:g} min; pooling: {p['pooling']}; minutes")
+        ms = anticipation_metrics.METRICS
+        lines.append(f"  {'instrument':<14}" + "".join(f"{m:>9}" for m in ms))
+        for n, e in result["instruments"].items():
+            lines.append(f"  {n:<14}" + "".join(_f(e[m], 9, 3) for m in ms))
+        lines.append(f"  {'mean':<14}" + "".join(_f(result["mean"][m], 9, 3) for m in ms))
+    for note in p.get("notes", []):
+        lines.append(f"note: {note}")
+    label = result.get("label")
+    if label:
+        lines = [f"[{label}] {ln}" for ln in lines]
+    return "\n".join(lines)

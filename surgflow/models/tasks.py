@@ -1,0 +1,183 @@
+"""Tasks: output layers, losses and decoding on top of the temporal head's features.
+
+    phase         linear -> P logits; weighted cross-entropy (median-frequency weights unless
+                  task.phase_weights is given), frames labelled -1 ignored
+    tools         linear -> K logits; multi-label BCE-with-logits
+    anticipation  linear -> I normalised regressions (minutes / h) + linear -> I x 3 class logits;
+                  SmoothL1(reg, y/h) + task.anticipation_ce_weight x CE(cls, {0 present,
+                  1 outside horizon, 2 inside horizon}), both summed over instruments
+Every loss is averaged over valid frames only (batch.valid False = padding).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from surgflow.io_utils import SurgflowError
+from surgflow.labels import IGNORE_INDEX
+from surgflow.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+def median_frequency_weights(counts: Sequence[int]) -> np.ndarray:
+    """w_c = median(freq) / freq_c over the classes present (freq_c = count_c / total).
+    Classes absent from the training labels get weight 1.0 (they never occur in its loss)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise SurgflowError(f"phase counts must be a 1-D array of non-negative counts, got {counts}")
+    present = counts > 0
+    if not present.any():
+        raise SurgflowError("the training subset has no phase labels; cannot compute median-frequency "
+                            "weights (give task.phase_weights)")
+    freq = counts / counts.sum()
+    weights = np.ones_like(freq)
+    weights[present] = np.median(freq[present]) / freq[present]
+    return weights
+
+
+def _field(batch, name):
+    return batch[name] if isinstance(batch, dict) else getattr(batch, name)
+
+
+def _masked_mean(per_frame: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """per_frame [B, T] -> mean over valid frames (0 with a graph if none is valid)."""
+    mask = valid.to(per_frame.dtype)
+    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class Task(nn.Module):
+    name: str
+    output_keys: tuple
+
+    def loss(self, outputs: dict, batch, cfg) -> dict:
+        raise NotImplementedError
+
+    def decode(self, outputs: dict) -> dict:
+        raise NotImplementedError
+
+
+@TASKS.register("phase")
+class PhaseTask(Task):
+    name, output_keys = "phase", ("phase",)
+
+    def __init__(self, in_dim: int, num_phases: int, weights: Optional[Sequence[float]] = None):
+        super().__init__()
+        if num_phases <= 0:
+            raise SurgflowError("task 'phase' needs phase labels but the dataset has no phases")
+        self.fc = nn.Linear(in_dim, num_phases)
+        w = torch.ones(num_phases) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        self.register_buffer("class_weights", w.float())  # saved with the model
+
+    def forward(self, h):  # h [B, T, H]
+        return {"phase": self.fc(h)}  # [B, T, P]
+
+    def loss(self, outputs, batch, cfg):
+        logits = outputs["phase"].float()  # [B, T, P]
+        target = _field(batch, "phase").to(logits.device)  # [B, T]
+        valid = _field(batch, "valid").to(logits.device)
+        target = torch.where(valid, target, torch.full_like(target, IGNORE_INDEX))
+        w = self.class_weights.to(logits.device)
+        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight=w,
+                             ignore_index=IGNORE_INDEX, reduction="sum")
+        labelled = target.flatten() != IGNORE_INDEX
+        denom = w[target.flatten().clamp_min(0)][labelled].sum()  # weighted mean as in PyTorch
+        return {"phase": ce / denom.clamp_min(1e-12)}
+
+    def decode(self, outputs):
+        return {"phase_prob": outputs["phase"].float().softmax(-1)}
+
+
+@TASKS.register("tools")
+class ToolsTask(Task):
+    name, output_keys = "tools", ("tools",)
+
+    def __init__(self, in_dim: int, num_tools: int):
+        super().__init__()
+        if num_tools <= 0:
+            raise SurgflowError("task 'tools' needs tool labels but the dataset has none "
+                                "(remove 'tools' from task.tasks)")
+        self.fc = nn.Linear(in_dim, num_tools)
+
+    def forward(self, h):
+        return {"tools": self.fc(h)}  # [B, T, K]
+
+    def loss(self, outputs, batch, cfg):
+        logits = outputs["tools"].float()
+        target = _field(batch, "tools").to(logits.device, torch.float32)  # [B, T, K]
+        valid = _field(batch, "valid").to(logits.device)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)  # [B, T]
+        return {"tools": _masked_mean(bce, valid)}
+
+    def decode(self, outputs):
+        return {"tools_prob": outputs["tools"].float().sigmoid()}
+
+
+@TASKS.register("anticipation")
+class AnticipationTask(Task):
+    name, output_keys = "anticipation", ("anticipation", "anticipation_cls")
+
+    def __init__(self, in_dim: int, num_instruments: int, horizon: float, ce_weight: float = 0.01):
+        super().__init__()
+        if num_instruments <= 0:
+            raise SurgflowError("task 'anticipation' needs instrument labels but the dataset has none "
+                                "(check task.instruments against the dataset's tools)")
+        self.reg = nn.Linear(in_dim, num_instruments)
+        self.cls = nn.Linear(in_dim, num_instruments * 3)
+        self.num_instruments = num_instruments
+        self.horizon = float(horizon)
+        self.ce_weight = float(ce_weight)
+
+    def forward(self, h):
+        B, T, _ = h.shape
+        return {"anticipation": self.reg(h),  # [B, T, I], minutes / h
+                "anticipation_cls": self.cls(h).view(B, T, self.num_instruments, 3)}
+
+    @staticmethod
+    def class_target(minutes: torch.Tensor, horizon: float) -> torch.Tensor:
+        """0 present (y == 0), 1 outside the horizon (y >= h), 2 inside (0 < y < h)."""
+        cls = torch.full_like(minutes, 2, dtype=torch.long)
+        cls[minutes >= horizon] = 1
+        cls[minutes <= 0] = 0
+        return cls
+
+    def loss(self, outputs, batch, cfg):
+        h = float(cfg.task.horizon) if cfg is not None else self.horizon
+        ce_weight = float(cfg.task.anticipation_ce_weight) if cfg is not None else self.ce_weight
+        reg = outputs["anticipation"].float()  # [B, T, I]
+        cls_logits = outputs["anticipation_cls"].float()  # [B, T, I, 3]
+        minutes = _field(batch, "anticipation").to(reg.device, torch.float32)  # [B, T, I]
+        valid = _field(batch, "valid").to(reg.device)
+        target = (minutes / h).clamp(0, 1)
+        l_reg = F.smooth_l1_loss(reg, target, reduction="none").sum(-1)  # [B, T]
+        ce = F.cross_entropy(cls_logits.flatten(0, 2), self.class_target(minutes, h).flatten(),
+                             reduction="none").view_as(minutes).sum(-1)  # [B, T]
+        l_reg, l_ce = _masked_mean(l_reg, valid), _masked_mean(ce, valid)
+        return {"anticipation": l_reg + ce_weight * l_ce,
+                "anticipation_reg": l_reg.detach(), "anticipation_ce": l_ce.detach()}
+
+    def decode(self, outputs):
+        return {"anticipation_min": outputs["anticipation"].float().clamp(0, 1) * self.horizon}
+
+
+def build_task(name: str, in_dim: int, cfg, num_phases: int, num_tools: int, num_instruments: int,
+               phase_counts=None) -> Task:
+    if name not in TASKS:
+        raise SurgflowError(f"task.tasks: unknown task '{name}'; known: {', '.join(TASKS.names())}")
+    if name == "phase":
+        weights = cfg.task.phase_weights
+        if weights is not None:
+            if len(weights) != num_phases:
+                raise SurgflowError(f"task.phase_weights: {len(weights)} weights for {num_phases} phases")
+        elif phase_counts is not None:
+            if len(phase_counts) != num_phases:
+                raise SurgflowError(f"phase_counts: {len(phase_counts)} counts for {num_phases} phases")
+            weights = median_frequency_weights(phase_counts)
+        return PhaseTask(in_dim, num_phases, weights)
+    if name == "tools":
+        return ToolsTask(in_dim, num_tools)
+    return AnticipationTask(in_dim, num_instruments, cfg.task.horizon, cfg.task.anticipation_ce_weight)

@@ -1,0 +1,215 @@
+"""`surgflow predict`: online prediction over a video file or any stream PyAV opens.
+
+The input is decoded sequentially, sampled at the model's frame rate by timestamp and resized
+exactly like `surgflow prepare` does, then (by default) JPEG round-tripped like the prepared store,
+so each sampled frame reaches the model bit-identical to the prepared frame `surgflow eval` reads:
+streaming outputs equal offline outputs. Predictions are
+written in the files `surgflow score` reads (`<video>-phase.txt`, `-tool.txt`,
+`-anticipation.txt`); `--render` writes an overlay mp4 (surgflow/online/render.py).
+
+A stream that stops mid-way (decode error, EOF, Ctrl-C) keeps the predictions made so far: the
+files are written and closed, and the summary says where and why it stopped.
+"""
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from surgflow.io_utils import SurgflowError, progress
+
+
+def is_stream(source: str) -> bool:
+    """URLs (rtsp://, http://, udp://, ...) and devices are streams; existing files are not."""
+    return "://" in str(source) or not Path(source).is_file()
+
+
+def open_video(source: str):
+    """Open a file or stream with PyAV; SurgflowError naming the source when it cannot be read."""
+    import av
+
+    if "://" not in str(source) and not Path(source).exists():
+        raise SurgflowError(f"video {source} does not exist; pass a video file or a stream URL")
+    try:
+        container = av.open(str(source), mode="r", timeout=(30.0, 30.0) if "://" in str(source) else None)
+    except Exception as e:  # av.error.* (InvalidDataError, HTTPError, ...) and OSError
+        raise SurgflowError(f"cannot open video {source}: {e}. Pass a video file or stream that "
+                            "ffmpeg can decode (e.g. mp4/h264)") from e
+    if not container.streams.video:
+        container.close()
+        raise SurgflowError(f"{source} has no video stream; pass a video file or stream")
+    return container
+
+
+def frame_to_rgb(frame, size: tuple[int, int]) -> np.ndarray:
+    """A decoded av.VideoFrame -> uint8 RGB [H, W, 3]: the exact swscale call of
+    `surgflow.data.prepare.sample_frames` (yuv -> rgb24 and resize in one reformat)."""
+    H, W = int(size[0]), int(size[1])
+    return frame.reformat(width=W, height=H, format="rgb24").to_ndarray()
+
+
+def resize_array(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB [h, w, 3] -> [H, W, 3] with the same resampler (swscale via PyAV)."""
+    import av
+
+    return frame_to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"), size)
+
+
+def store_roundtrip(img: np.ndarray) -> np.ndarray:
+    """JPEG-encode and decode a frame exactly as `surgflow prepare` stores it and the prepared
+    dataset reads it, so the model sees the frames `surgflow eval` sees (bit-identical)."""
+    from surgflow.data.prepare import JPEG_QUALITY, _encode_jpeg
+    from surgflow.data.store import decode_jpeg
+
+    return decode_jpeg(_encode_jpeg(img, JPEG_QUALITY))
+
+
+def sample_frames(container, fps: float) -> Iterator[tuple[int, Any]]:
+    """Decode sequentially, yield (target index i, av.VideoFrame) for target times i / fps.
+
+    The rule of `surgflow.data.prepare.sample_frames` (kept identical; tests compare the two):
+    timestamps relative to the first frame, target i takes the frame closest in time, a frame
+    may serve several targets when fps exceeds the video's rate. Works on any opened container
+    (files and live streams). Decode errors propagate to the caller, which keeps what it has.
+    """
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame threads; output order and pixels are unchanged
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+    rate = Fraction(rate)
+    step = Fraction(fps).limit_denominator(1000)
+    half = 1 / (2 * rate)
+    tb = stream.time_base
+    k, i, pts0 = 0, 0, None
+    for frame in container.decode(stream):
+        if frame.pts is not None and tb is not None:
+            pts0 = frame.pts if pts0 is None else pts0
+            t = (frame.pts - pts0) * tb
+        else:
+            t = k / rate
+        k += 1
+        while i / step < t + half:  # every target before the midpoint to the next frame
+            yield i, frame
+            i += 1
+
+
+def _name_for(source: str) -> str:
+    if "://" in str(source):
+        tail = str(source).rstrip("/").rsplit("/", 1)[-1]
+        return Path(tail).stem or "stream"
+    return Path(source).stem
+
+
+def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], meta: dict) -> list[Path]:
+    """Write the files `surgflow score` reads, with the evaluation writers:
+    `<video>-phase.txt` (argmax phase names), `-tool.txt` (probabilities), `-anticipation.txt` (min)."""
+    from surgflow.evaluation.files import SUFFIX, write_phase_file, write_table
+
+    out_dir = Path(out_dir)
+    written = []
+    if "phase_prob" in preds:
+        names = list(meta.get("phase_names") or []) or None
+        path = out_dir / f"{video}{SUFFIX['phase']}"
+        write_phase_file(path, preds["phase_prob"].argmax(-1), names)
+        written.append(path)
+    if "tools_prob" in preds and preds["tools_prob"].shape[-1] > 0:
+        path = out_dir / f"{video}{SUFFIX['tool']}"
+        write_table(path, preds["tools_prob"], list(meta["tool_names"]))
+        written.append(path)
+    if "anticipation_min" in preds and preds["anticipation_min"].shape[-1] > 0:
+        path = out_dir / f"{video}{SUFFIX['anticipation']}"
+        write_table(path, preds["anticipation_min"], list(meta["instruments"]))
+        written.append(path)
+    return written
+
+
+def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None = None,
+                  render: str | Path | None = None, name: str | None = None,
+                  live: bool | None = None, max_frames: int | None = None,
+                  match_store: bool = True, log=print) -> dict:
+    """Run `predictor` over `source` and write the prediction files into `out_dir`.
+
+    match_store: pass each resized frame through the prepared store's JPEG round trip (prepare's
+    encoder, the store's decoder), so the model sees exactly the frames `surgflow eval` reads from a
+    prepared dataset and the outputs are equal; False feeds the decoded frames directly.
+
+    Returns {video, frames, files, render, stopped (None or the reason), latency_ms (mean, max)}.
+    """
+    out_dir = Path(out_dir)
+    source = str(source)
+    live = is_stream(source) if live is None else live
+    fps = float(fps or predictor.fps)
+    if abs(fps - predictor.fps) > 1e-6:
+        log(f"note: sampling at {fps:g} fps while the model was trained at {predictor.fps:g} fps; "
+            "predictions (and anticipation minutes) assume the model's rate")
+    video = name or _name_for(source)
+    container = open_video(source)
+    vstream = container.streams.video[0]
+    expected = None
+    if not live and vstream.duration is not None and vstream.time_base is not None:
+        expected = int(float(vstream.duration * vstream.time_base) * fps) + 1
+    elif not live and container.duration:
+        expected = int(container.duration / 1e6 * fps) + 1
+
+    renderer = None
+    if render is not None:
+        from surgflow.online.render import OverlayRenderer
+
+        renderer = OverlayRenderer(render, fps, predictor.phase_names, predictor.instruments,
+                                   predictor.horizon, expected_frames=expected)
+    predictor.reset()
+    rows: dict[str, list[np.ndarray]] = {}
+    latencies: list[float] = []
+    stopped = None
+    # Files get a progress bar; streams print the per-frame latency instead.
+    bar = None if live else progress(total=expected, unit="frame", desc=f"predict {video}")
+    try:
+        try:
+            for index, vframe in sample_frames(container, fps):
+                rgb = frame_to_rgb(vframe, predictor.size)  # uint8 [H, W, 3], prepare's resize
+                if match_store:
+                    rgb = store_roundtrip(rgb)
+                t0 = time.perf_counter()
+                pred = predictor.step(rgb)
+                latencies.append(time.perf_counter() - t0)
+                for key in ("phase_prob", "tools_prob", "anticipation_min"):
+                    if key in pred:
+                        rows.setdefault(key, []).append(pred[key])
+                if renderer is not None:
+                    renderer.write(vframe.to_ndarray(format="rgb24"), pred)
+                if bar is not None:
+                    bar.update(1)
+                if live:
+                    msg = f"frame {index}: {latencies[-1] * 1e3:.1f} ms"
+                    if "phase" in pred:
+                        msg += f"  {pred['phase']} ({100 * pred['confidence']:.0f}%)"
+                    log(msg)
+                if max_frames is not None and len(latencies) >= max_frames:
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted (Ctrl-C)"
+        except Exception as e:  # av decode/demux errors: keep what we have
+            stopped = f"decoding stopped with {type(e).__name__}: {e}"
+    finally:
+        if bar is not None:
+            bar.close()
+        container.close()
+        n = len(latencies)
+        if stopped is None and expected is not None and not live and n < expected - 1:
+            stopped = f"the video ended after {n} of ~{expected} expected frames (truncated file?)"
+        if renderer is not None:
+            renderer.close(ok=n > 0)
+        preds = {k: np.stack(v).astype(np.float32) for k, v in rows.items()}
+        written: list[Path] = []
+        if n > 0:
+            written = write_predictions(out_dir, video, preds, predictor.meta)
+    if n == 0:
+        raise SurgflowError(f"no frame could be decoded from {source}" + (f" ({stopped})" if stopped else ""))
+    lat = np.asarray(latencies) * 1e3
+    return {"video": video, "frames": n, "files": [str(p) for p in written],
+            "render": str(render) if renderer is not None else None, "stopped": stopped,
+            "latency_ms": {"mean": float(lat.mean()), "p50": float(np.median(lat)),
+                           "max": float(lat.max())},
+            "predictions": preds}

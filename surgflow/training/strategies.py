@@ -1,0 +1,374 @@
+"""Training strategies: how batches are drawn and how one step computes its gradients.
+
+    carry_hidden  B lanes stream whole videos in chunks of T; the state is detached and carried
+                  between chunks and reset per lane at video starts (the paper's default, B >= 1)
+    clips         B random clips of T frames; state reset every batch ("shuffle")
+    two_stage     stage 1: frame-wise CNN + linear classifiers on single frames; stage 2: CNN frozen,
+                  features of whole videos extracted once, temporal head + task layers trained on
+                  whole-video feature sequences (the field's usual pipeline, kept as a baseline)
+    full_context  lanes of up to T frames (T >= video length: whole videos) with exact
+                  backpropagation through the temporal head; the CNN is recomputed micro-batch by
+                  micro-batch (training/full_context.py), so CNN memory is bounded by micro_batch
+
+A strategy yields batches with `batches(epoch, start_step)` (resume without reading skipped
+frames), computes loss and gradients with `train_step(batch)` (no optimiser step), and exposes the
+state to carry across a checkpoint with `state_dict()` / `load_state_dict()`. The trainer does the
+optimiser step, clipping, NaN checks and checkpoints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from surgflow.io_utils import SurgflowError
+from surgflow.registry import Registry
+from surgflow.training.checkpoint import carried_to_cpu, carried_to_device
+
+STRATEGIES: Registry = Registry("training strategy")
+
+
+@dataclass
+class StepResult:
+    loss: float  # total loss of the step (a NaN/inf here stops the run)
+    logs: dict  # per-task losses (floats)
+    frames: int  # valid frames processed (for frames/s)
+
+
+@dataclass
+class TrainContext:
+    """What every strategy needs; built by the trainer."""
+    cfg: Any  # surgflow.config.Config
+    rt: Any  # surgflow.training.runtime.Runtime
+    model: nn.Module  # the raw SurgflowModel on rt.device
+    train_ds: Any  # PreparedDataset of the training subset
+    instruments: list = field(default_factory=list)  # anticipation instruments ([] without tools)
+    augment: Optional[Callable] = None  # ClipAugment or None
+    generator: Optional[torch.Generator] = None  # CPU generator of the augmentation
+    log: Callable[[str], None] = print
+
+
+def trim_padding(batch):
+    """Drop trailing time steps that are padding in every lane (whole videos shorter than T)."""
+    cols = batch.valid.any(0)  # [T]
+    if bool(cols.all()) or not bool(cols.any()):
+        return batch
+    n = int(torch.nonzero(cols).max()) + 1
+    from dataclasses import fields, replace
+
+    values = {}
+    for f in fields(batch):
+        v = getattr(batch, f.name)
+        if isinstance(v, torch.Tensor) and v.dim() >= 2 and f.name != "starts":
+            values[f.name] = v[:, :n]
+    return replace(batch, **values)
+
+
+def _to_float(logs: dict) -> dict:
+    return {k: float(v) for k, v in logs.items()}
+
+
+class Strategy:
+    name = ""
+    uses_ddp_forward = True  # False: the trainer all-reduces gradients itself
+
+    def __init__(self, ctx: TrainContext):
+        self.ctx, self.cfg, self.rt, self.model = ctx, ctx.cfg, ctx.rt, ctx.model
+        self.fwd = self.rt.wrap(self.model) if self.uses_ddp_forward else self.model
+        self.state = None  # carried temporal state
+
+    # -- data --
+    def steps_per_epoch(self, epoch: int) -> int:
+        self.sampler.set_epoch(epoch)
+        return len(self.sampler)
+
+    def batches(self, epoch: int, start_step: int = 0) -> Iterator:
+        self.sampler.set_epoch(epoch)
+        return self.sampler.iter_epoch(epoch, start_step)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.state = None
+
+    # -- compute --
+    def inputs(self, batch) -> torch.Tensor:
+        x = self.rt.frames_to_input(batch.frames)  # float [B, T, 3, H, W] in [0, 1]
+        if self.ctx.augment is not None:
+            x = self.ctx.augment(x, generator=self.ctx.generator)
+        return x
+
+    def train_step(self, batch) -> StepResult:
+        raise NotImplementedError
+
+    def extra_module(self) -> Optional[nn.Module]:
+        """Strategy-owned trainable module (optimised and checkpointed with the model)."""
+        return None
+
+    # -- checkpoint --
+    def state_dict(self) -> dict:
+        return {"carry": carried_to_cpu(self.state)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.state = carried_to_device(d.get("carry"), self.rt.device)
+
+    def sampler_kwargs(self) -> dict:
+        c = self.cfg
+        return dict(seed=c.train.seed, rank=self.rt.rank, world_size=self.rt.world_size,
+                    horizon=c.task.horizon, instruments=self.ctx.instruments, workers=c.data.workers,
+                    pin_memory=self.rt.device.type == "cuda")
+
+    def _lengths(self) -> list[int]:
+        ds = self.ctx.train_ds
+        return [int(ds.num_frames(v)) for v in ds.videos]
+
+
+@STRATEGIES.register("carry_hidden")
+class CarryHidden(Strategy):
+    name = "carry_hidden"
+
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        from surgflow.data.samplers import LanesSampler
+
+        B, W = self.cfg.train.batch_size, self.rt.world_size
+        n = len(ctx.train_ds.videos)
+        if B * W > n:
+            raise SurgflowError(
+                f"train.batch_size: {B} lanes x {W} process(es) = {B * W} lanes but the training "
+                f"subset has only {n} videos; every lane streams whole videos, so use "
+                f"train.batch_size <= {max(n // W, 1)}")
+        self.sampler = LanesSampler(ctx.train_ds, lanes=B, seq_len=self.cfg.train.seq_len,
+                                    **self.sampler_kwargs())
+
+    def train_step(self, batch) -> StepResult:
+        batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
+        x = self.inputs(batch)
+        with self.rt.autocast():
+            outputs, state = self.fwd(x, state=self.state, new_video=batch.new_video)
+        loss, logs = self.model.loss(outputs, batch, self.cfg)
+        loss.backward()
+        self.state = self.model.detach_state(state)  # truncated BPTT: carry values, not graphs
+        return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
+
+
+@STRATEGIES.register("clips")
+class Clips(Strategy):
+    name = "clips"
+
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        from surgflow.data.samplers import ClipSampler
+
+        T, longest = self.cfg.train.seq_len, max(self._lengths() or [0])
+        if T > longest:
+            raise SurgflowError(f"train.seq_len: clips of T={T} frames do not fit; the longest "
+                                f"training video has {longest} frames. Use train.seq_len <= {longest}")
+        self.sampler = ClipSampler(ctx.train_ds, batch_size=self.cfg.train.batch_size, seq_len=T,
+                                   **self.sampler_kwargs())
+
+    def train_step(self, batch) -> StepResult:
+        batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
+        x = self.inputs(batch)
+        with self.rt.autocast():
+            outputs, _ = self.fwd(x, state=None, new_video=batch.new_video)  # fresh state
+        loss, logs = self.model.loss(outputs, batch, self.cfg)
+        loss.backward()
+        return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
+
+    def state_dict(self) -> dict:
+        return {"carry": None}
+
+
+@STRATEGIES.register("full_context")
+class FullContext(Strategy):
+    name = "full_context"
+    uses_ddp_forward = False  # full_context_step drives features/temporal itself
+
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        from surgflow.data.samplers import LanesSampler
+
+        from surgflow.training.full_context import check_recomputable, full_context_step
+
+        self.model.train()
+        check_recomputable(self.model)  # refuse BatchNorm in train mode, with the reason
+        B, W, T = self.cfg.train.batch_size, self.rt.world_size, self.cfg.train.seq_len
+        lengths = self._lengths()
+        if B * W > len(lengths):
+            raise SurgflowError(f"train.batch_size: {B * W} lanes but only {len(lengths)} training "
+                                f"videos; use train.batch_size <= {max(len(lengths) // W, 1)}")
+        if lengths and T >= max(lengths):
+            ctx.log(f"full_context: T={T} >= longest training video ({max(lengths)} frames): every "
+                    f"step sees whole videos (padding trimmed)")
+        self.sampler = LanesSampler(ctx.train_ds, lanes=B, seq_len=T, **self.sampler_kwargs())
+        self._step = full_context_step
+
+    def train_step(self, batch) -> StepResult:
+        batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
+        x = self.inputs(batch)
+        with self.rt.autocast():
+            loss, logs, state = self._step(self.model, x, batch, self.cfg,
+                                           self.cfg.train.micro_batch, self.state)
+        self.state = self.model.detach_state(state)
+        return StepResult(float(loss), _to_float(logs), int(batch.valid.sum()))
+
+
+class FrameClassifier(nn.Module):
+    """Stage 1 of two_stage: linear task outputs on single-frame CNN features, same output keys
+    as the model's task layers, so the model's own losses (and phase weights) apply."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        D = model.feature_dim
+        self.layers = nn.ModuleDict()
+        for name, task in model.tasks.items():
+            for key, lin in task.named_children():  # fc / reg / cls linear layers of the task
+                if isinstance(lin, nn.Linear):
+                    self.layers[f"{name}__{key}"] = nn.Linear(D, lin.out_features)
+        self.shapes = {name: getattr(task, "num_instruments", None) for name, task in model.tasks.items()}
+
+    def forward(self, f: torch.Tensor) -> dict:  # f [B, T, D]
+        out = {}
+        for key, lin in self.layers.items():
+            task, part = key.split("__")
+            y = lin(f)
+            if task == "phase":
+                out["phase"] = y
+            elif task == "tools":
+                out["tools"] = y
+            elif part == "reg":
+                out["anticipation"] = y
+            else:
+                B, T, _ = y.shape
+                out["anticipation_cls"] = y.view(B, T, self.shapes[task], 3)
+        return out
+
+
+@dataclass
+class FeatureBatch:
+    """Stage 2 of two_stage: one whole video as cached features + its labels (B = 1)."""
+    feats: torch.Tensor  # float [1, N, D]
+    labels: Any  # a samplers.Batch with empty frames, holding phase/tools/anticipation/valid
+    videos: list
+
+
+@STRATEGIES.register("two_stage")
+class TwoStage(Strategy):
+    name = "two_stage"
+    uses_ddp_forward = False
+
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        from surgflow.data.samplers import ClipSampler
+
+        c = self.cfg.train
+        self.cnn_epochs = int(c.two_stage_cnn_epochs)
+        if self.cnn_epochs >= c.epochs:
+            raise SurgflowError(f"train.two_stage_cnn_epochs={self.cnn_epochs} leaves no epoch for "
+                                f"stage 2 (train.epochs={c.epochs}); use fewer CNN epochs")
+        # stage 1: as many single frames per step as the other strategies use (B x T)
+        self.frames_per_step = c.batch_size * c.seq_len
+        self.sampler = ClipSampler(ctx.train_ds, batch_size=self.frames_per_step, seq_len=1,
+                                   **self.sampler_kwargs())
+        self.classifier = FrameClassifier(self.model).to(self.rt.device)
+        self.features_cache: dict[str, tuple] = {}
+        self.videos = list(ctx.train_ds.videos)
+
+    def extra_module(self) -> nn.Module:
+        return self.classifier
+
+    def stage(self, epoch: int) -> int:
+        return 1 if epoch < self.cnn_epochs else 2
+
+    def start_epoch(self, epoch: int) -> None:
+        super().start_epoch(epoch)
+        if self.stage(epoch) == 2:
+            self.model.backbone.requires_grad_(False)  # stage 2: CNN frozen
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        if self.stage(epoch) == 1:
+            return super().steps_per_epoch(epoch)
+        return -(-len(self.videos) // self.rt.world_size)
+
+    def _video_order(self, epoch: int) -> list[str]:
+        rng = np.random.default_rng([self.cfg.train.seed, epoch])
+        order = [self.videos[i] for i in rng.permutation(len(self.videos))]
+        steps, W = self.steps_per_epoch(epoch), self.rt.world_size
+        order = (order * (W + 1))[: steps * W]  # equal steps on every rank (wrap around)
+        return order[self.rt.rank::W]
+
+    def batches(self, epoch: int, start_step: int = 0) -> Iterator:
+        if self.stage(epoch) == 1:
+            return super().batches(epoch, start_step)
+        self._extract_features()
+        return (self._feature_batch(v) for v in self._video_order(epoch)[start_step:])
+
+    @torch.no_grad()
+    def _extract_features(self) -> None:
+        """Features of every training video, once, in eval mode (no augmentation)."""
+        if self.features_cache:
+            return
+        from surgflow.data.samplers import iter_video_chunks
+        from surgflow.io_utils import progress
+
+        was = self.model.training
+        self.model.eval()
+        ds = self.ctx.train_ds
+        chunk = max(self.frames_per_step, 16)
+        for v in progress(self.videos, desc="two_stage: extracting features", leave=False):
+            feats, labels = [], []
+            for b in iter_video_chunks(ds, v, chunk, self.cfg.task.horizon, self.ctx.instruments):
+                with self.rt.autocast():
+                    f = self.model.features(self.rt.frames_to_input(b.frames))  # [1, n, D]
+                feats.append(f.float().cpu())
+                labels.append(b)
+            feats_t = torch.cat(feats, 1)
+            lab = labels[0]
+            from dataclasses import replace
+
+            whole = replace(lab, frames=torch.zeros(1, feats_t.shape[1], 0, 0, 0, dtype=torch.uint8),
+                            phase=torch.cat([b.phase for b in labels], 1),
+                            tools=torch.cat([b.tools for b in labels], 1),
+                            anticipation=torch.cat([b.anticipation for b in labels], 1),
+                            valid=torch.cat([b.valid for b in labels], 1),
+                            new_video=torch.ones(1, dtype=torch.bool))
+            self.features_cache[v] = (feats_t, whole)
+        self.model.train(was)
+
+    def _feature_batch(self, video: str) -> FeatureBatch:
+        feats, labels = self.features_cache[video]
+        return FeatureBatch(feats, labels, [video])
+
+    def train_step(self, batch) -> StepResult:
+        if isinstance(batch, FeatureBatch):  # stage 2: temporal head + task layers on a whole video
+            labels = batch.labels.to(self.rt.device)
+            with self.rt.autocast():
+                outputs, _ = self.model.temporal(batch.feats.to(self.rt.device), None,
+                                                 labels.new_video)
+            loss, logs = self.model.loss(outputs, labels, self.cfg)
+            loss.backward()
+            return StepResult(float(loss.detach()), _to_float(logs), int(labels.valid.sum()))
+        batch = batch.to(self.rt.device, non_blocking=True)  # stage 1: single frames [B*T, 1, ...]
+        x = self.inputs(batch)
+        with self.rt.autocast():
+            outputs = self.classifier(self.model.features(x))  # [N, 1, ...]
+        loss, logs = self.model.loss(outputs, batch, self.cfg)
+        loss.backward()
+        return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
+
+    def state_dict(self) -> dict:
+        return {"carry": None, "classifier": self.classifier.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("classifier") is not None:
+            self.classifier.load_state_dict(d["classifier"])
+
+
+def build_strategy(ctx: TrainContext) -> Strategy:
+    name = ctx.cfg.train.strategy
+    if name not in STRATEGIES:
+        raise SurgflowError(f"train.strategy: unknown strategy '{name}'; known: "
+                            f"{', '.join(STRATEGIES.names())}")
+    return STRATEGIES.get(name)(ctx)

@@ -1,0 +1,472 @@
+"""`surgflow train`: one run directory per experiment, exact resume, best-by-validation checkpoints.
+
+Run dir (docs/ARCHITECTURE.md, "Runs and checkpoints"):
+    config.yaml            resolved config
+    log.txt                what happened, in order (appended)
+    metrics.csv            one row per epoch: step, train losses, val metrics, lr, frames/s
+    tb/                    TensorBoard scalars
+    checkpoints/last.pt    every train.checkpoint_every steps and at each epoch end (atomic)
+    checkpoints/best.pt    best by train.best_metric on the VALIDATION subset (never test);
+                           without a validation subset best.pt = last.pt (the log says so)
+
+Exact resume: a checkpoint holds the weights, optimiser, epoch / step-in-epoch (the sampler skips
+to it without reading frames), every RNG (torch, numpy, python, augmentation generator) and the
+carried temporal state of every rank, so on CPU with train.deterministic an interrupted and resumed
+run ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from surgflow.config import Config, from_dict, to_dict, to_yaml
+from surgflow.io_utils import SurgflowError, atomic_write_text, progress
+from surgflow.training.checkpoint import (config_differences, load_checkpoint, save_checkpoint)
+from surgflow.training.runtime import (Runtime, clip_gradients, get_rng_state, make_optimizer,
+                                      set_rng_state, setup_runtime)
+from surgflow.training.strategies import TrainContext, build_strategy
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric.lower() or "mae" in metric.lower()
+
+
+@torch.no_grad()
+def validate(model, ds, cfg, rt: Runtime, instruments: list[str]) -> dict[str, float]:
+    """Whole validation videos in eval mode, state carried across chunks (as at test time).
+
+    val/accuracy: mean over videos of the per-video phase accuracy (labelled frames);
+    val/loss: training loss over all valid frames; val/wMAE (anticipation): frame-pooled per
+    instrument, mean over instruments (minutes)."""
+    from surgflow.data.samplers import iter_video_chunks
+
+    was = model.training
+    model.eval()
+    # causal heads carry their state, so the chunk length only bounds memory (no graph here)
+    chunk = min(max(64, cfg.train.seq_len), 256)
+    tasks = cfg.task.tasks
+    accs, loss_sum, n_sum = [], 0.0, 0
+    gts, preds = {}, {}
+    quiet = {} if rt.is_main else {"disable": True}
+    for video in progress(ds.videos, desc="validation", unit="video", leave=False, **quiet):
+        state = None
+        correct = labelled = 0
+        y_true, y_pred = [], []
+        for batch in iter_video_chunks(ds, video, chunk, cfg.task.horizon, instruments):
+            batch = batch.to(rt.device)
+            with rt.autocast():
+                outputs, state = model(rt.frames_to_input(batch.frames), state, batch.new_video)
+            loss, _ = model.loss(outputs, batch, cfg)
+            n = int(batch.valid.sum())
+            loss_sum += float(loss) * n
+            n_sum += n
+            if "phase" in tasks:
+                pred = outputs["phase"].argmax(-1)  # [1, T]
+                mask = batch.valid & (batch.phase >= 0)
+                correct += int((pred == batch.phase)[mask].sum())
+                labelled += int(mask.sum())
+            if "anticipation" in tasks:
+                y_pred.append(model.decode(outputs)["anticipation_min"][0].float().cpu())
+                y_true.append(batch.anticipation[0].cpu())
+        if labelled:
+            accs.append(correct / labelled)
+        if y_true:
+            gts[video], preds[video] = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
+    model.train(was)
+    out = {"val/loss": loss_sum / max(n_sum, 1)}
+    if accs:
+        out["val/accuracy"] = float(np.mean(accs))
+    if gts:
+        from surgflow.evaluation.anticipation_metrics import anticipation_scores
+
+        mean = anticipation_scores(gts, preds, instruments, cfg.task.horizon)["mean"]
+        out["val/wMAE"], out["val/inMAE"], out["val/outMAE"] = mean["wMAE"], mean["inMAE"], mean["outMAE"]
+    return out
+
+
+def _check_tasks(cfg: Config, ds) -> list[str]:
+    """Each task needs labels the dataset has; returns the anticipation instruments ([] if off)."""
+    tasks = cfg.task.tasks
+    where = f"dataset {cfg.data.root}"
+    if "phase" in tasks and not ds.phase_names:
+        raise SurgflowError(f"task.tasks: 'phase' needs phase labels but {where} has none")
+    if "tools" in tasks and not ds.tool_names:
+        raise SurgflowError(f"task.tasks: 'tools' needs tool labels but {where} has none "
+                            f"(tool_names is empty); remove 'tools' from task.tasks")
+    if "anticipation" not in tasks:
+        return []
+    if not ds.tool_names:
+        raise SurgflowError(f"task.tasks: 'anticipation' needs tool-presence labels but {where} "
+                            f"has none (tool_names is empty)")
+    missing = [i for i in cfg.task.instruments if i not in ds.tool_names]
+    if missing or not cfg.task.instruments:
+        raise SurgflowError(f"task.instruments: {missing or '[]'} not among the tools of {where} "
+                            f"({', '.join(ds.tool_names)}); choose a non-empty subset")
+    return list(cfg.task.instruments)
+
+
+class Trainer:
+    """Builds everything for one run; `fit()` trains and returns the final metrics and paths."""
+
+    def __init__(self, cfg: Config, out_dir, resume: bool = False,
+                 overrides: Optional[list[str]] = None):
+        if overrides:
+            cfg = from_dict(to_dict(cfg), overrides)
+        self.cfg, self.out, self.resume = cfg, Path(out_dir), resume
+        self.rt = setup_runtime(cfg)
+        self.tb = None
+        self._log_file = None
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- logging
+    def log(self, msg: str) -> None:
+        if not self.rt.is_main:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        print(line, file=sys.stderr, flush=True)
+        if self._log_file is not None:
+            self._log_file.write(line + "\n")
+            self._log_file.flush()
+
+    # ---------------------------------------------------------------- setup
+    def _setup(self) -> None:
+        cfg, rt = self.cfg, self.rt
+        self.ckpt_dir = self.out / "checkpoints"
+        self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
+        if not self.resume and self.last_path.exists():
+            raise SurgflowError(f"{self.out} already holds a run ({self.last_path}); pass --resume to "
+                                f"continue it, or choose another --out")
+        if rt.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.out / "log.txt", "a", encoding="utf-8")
+        rt.barrier()
+        self.log(f"surgflow train -> {self.out} (rank 0 of {rt.world_size}, device {rt.device}, "
+                 f"{cfg.train.precision}, strategy {cfg.train.strategy})")
+
+        # data
+        from surgflow.data.store import PreparedDataset
+
+        if not cfg.data.root:
+            raise SurgflowError("data.root: not set; point it to a dataset written by `surgflow prepare`")
+        ds = PreparedDataset(cfg.data.root, split=cfg.data.split)
+        self.train_ds = ds.subset(cfg.data.train_subset)
+        if not self.train_ds.videos:
+            raise SurgflowError(f"data.split '{cfg.data.split}': the '{cfg.data.train_subset}' subset "
+                                f"of {cfg.data.root} has no videos")
+        self.val_ds = None
+        if cfg.data.val_subset:
+            try:
+                val = ds.subset(cfg.data.val_subset)
+                self.val_ds = val if val.videos else None
+            except SurgflowError:
+                self.val_ds = None
+        self.instruments = _check_tasks(cfg, ds)
+        known = ["val/loss"] + (["val/accuracy"] if "phase" in cfg.task.tasks else []) + \
+            (["val/wMAE", "val/inMAE", "val/outMAE"] if "anticipation" in cfg.task.tasks else [])
+        if cfg.train.best_metric not in known:
+            raise SurgflowError(f"train.best_metric: '{cfg.train.best_metric}' is not computed for "
+                                f"tasks {cfg.task.tasks}; choose one of {', '.join(known)}")
+        self.ds = ds
+        self.log(f"data: {cfg.data.root} split {cfg.data.split}: {len(self.train_ds.videos)} train "
+                 f"videos, {len(self.val_ds.videos) if self.val_ds else 0} validation videos")
+        if self.val_ds is None:
+            self.log(f"no validation subset in split '{cfg.data.split}': best.pt = last.pt "
+                     f"(checkpoints are never selected on test)")
+
+        # model (seeded identically on every rank)
+        from surgflow.models.model import build_model
+
+        counts = self.train_ds.phase_counts() if "phase" in cfg.task.tasks else None
+        model = build_model(cfg, num_phases=len(ds.phase_names), num_tools=len(ds.tool_names),
+                            num_instruments=len(self.instruments), phase_counts=counts,
+                            size=tuple(ds.size))
+        self.model = rt.prepare_model(model)
+        self.model.train()
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in self.model.parameters())
+        self.log(f"model: {cfg.model.backbone} ({cfg.model.norm}) + {cfg.model.head}, tasks "
+                 f"{cfg.task.tasks}; {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable")
+        try:
+            from surgflow.audit.guards import bn_pitfall_warning
+        except ImportError:
+            bn_pitfall_warning = None
+        if bn_pitfall_warning is not None:
+            warning = bn_pitfall_warning(self.model, cfg)
+            if warning:
+                self.log(f"WARNING: {warning}")
+        for note in rt.notes:
+            self.log(note)
+
+        # strategy, augmentation, optimiser
+        augment = None
+        if cfg.data.augment:
+            from surgflow.data.augment import ClipAugment
+
+            augment = ClipAugment()
+        self.generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + 17 + rt.rank)
+        self.ctx = TrainContext(cfg=cfg, rt=rt, model=self.model, train_ds=self.train_ds,
+                                instruments=self.instruments, augment=augment,
+                                generator=self.generator, log=self.log)
+        self.strategy = build_strategy(self.ctx)
+        extra = self.strategy.extra_module()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if extra is not None:
+            self.params += [p for p in extra.parameters() if p.requires_grad]
+        if not self.uses_ddp:
+            rt.broadcast_parameters(self.model)
+            if extra is not None:
+                rt.broadcast_parameters(extra)
+        t = cfg.train
+        self.optimizer = make_optimizer(self.params, t)
+        self.meta = {
+            "phase_names": list(ds.phase_names), "tool_names": list(ds.tool_names),
+            "instruments": list(self.instruments), "horizon": float(cfg.task.horizon),
+            "fps": float(ds.fps), "size": [int(x) for x in ds.size],
+            "preprocess": self.model.preprocess, "dataset_root": str(cfg.data.root),
+            "split": cfg.data.split, "causal": bool(self.model.is_causal),
+        }
+        # progress counters
+        self.epoch, self.step_in_epoch, self.step = 0, 0, 0
+        self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
+        self.rows: list[dict] = []
+        self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
+        if self.resume:
+            self._load_resume()
+        if rt.is_main:
+            atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.resume else None)
+
+    @property
+    def uses_ddp(self) -> bool:
+        return self.strategy.uses_ddp_forward
+
+    # ---------------------------------------------------------------- checkpoints
+    def _gather_resume_state(self) -> list:
+        """Every rank's RNG states and strategy state (carried LSTM/TCN state), on every rank."""
+        mine = {"rng": get_rng_state({"augment": self.generator}),
+                "strategy": self.strategy.state_dict()}
+        return self.rt.gather_object(mine)
+
+    def _checkpoint(self) -> dict:
+        ranks = self._gather_resume_state()
+        return {
+            "config": to_dict(self.cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+            "rng": [r["rng"] for r in ranks],
+            "strategy": [r["strategy"] for r in ranks],
+            "world_size": self.rt.world_size,
+            "meta": self.meta,
+            "best": dict(self.best),
+        }
+
+    def save(self, best: bool = False) -> None:
+        ckpt = self._checkpoint()  # collective: all ranks call it
+        if self.rt.is_main:
+            save_checkpoint(self.last_path, ckpt)
+            if best:
+                save_checkpoint(self.best_path, ckpt)
+
+    def _load_resume(self) -> None:
+        if not self.last_path.exists():
+            self.log(f"--resume: no checkpoint in {self.ckpt_dir}; starting a new run")
+            self.resume = False
+            return
+        ckpt = load_checkpoint(self.last_path)
+        diffs = config_differences(ckpt["config"], to_dict(self.cfg))
+        if diffs:
+            raise SurgflowError(f"--resume: {self.last_path} was written by a different config; "
+                                f"differing keys: {'; '.join(diffs)}. Resume with the run's own "
+                                f"config ({self.out / 'config.yaml'}) or start a new --out")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch, self.step, self.step_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]
+        self.best = dict(ckpt.get("best") or self.best)
+        if ckpt.get("world_size", 1) == self.rt.world_size:
+            r = self.rt.rank
+            set_rng_state(ckpt["rng"][r], {"augment": self.generator})
+            self._pending = dict(ckpt["strategy"][r])
+        else:
+            self.log(f"--resume: checkpoint from {ckpt.get('world_size')} process(es), now "
+                     f"{self.rt.world_size}: RNG streams and carried states restart (not bit-exact)")
+            self._pending = {k: v for k, v in ckpt["strategy"][0].items() if k != "carry"}
+        if self.step_in_epoch == 0:  # an epoch starts with fresh states
+            self._pending.pop("carry", None)
+        if self.rt.is_main and (self.out / "metrics.csv").exists():
+            with open(self.out / "metrics.csv", newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if float(r["epoch"]) <= self.epoch]
+        self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step} "
+                 f"({self.step_in_epoch} into the epoch)")
+
+    # ---------------------------------------------------------------- metrics
+    def _write_metrics(self, row: dict) -> None:
+        if not self.rt.is_main:
+            return
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.out / "metrics.csv", buf.getvalue())
+        for k, v in row.items():
+            if isinstance(v, float) and k not in ("epoch", "step") and math.isfinite(v):
+                self.tb.add_scalar(k, v, self.step)
+        self.tb.flush()
+
+    def _improved(self, metrics: dict, epoch_done: float) -> bool:
+        name = self.cfg.train.best_metric
+        if name not in metrics or not math.isfinite(metrics[name]):
+            return False
+        v, old = metrics[name], self.best.get("value")
+        better = old is None or (v < old if lower_is_better(name) else v > old)
+        if better:
+            self.best.update(value=float(v), epoch=epoch_done, step=self.step)
+        return better
+
+    def _end_of_epoch(self, epoch_done: float, train_logs: dict, fps: float, run_val: bool) -> dict:
+        """Validate (rank 0), update best, write last (and best) checkpoints and the metrics row."""
+        metrics: dict = {}
+        if run_val and self.val_ds is not None and self.rt.is_main:
+            metrics = validate(self.model, self.val_ds, self.cfg, self.rt, self.instruments)
+            if self.cfg.train.best_metric not in metrics:
+                raise SurgflowError(f"train.best_metric: '{self.cfg.train.best_metric}' is not "
+                                    f"computed for tasks {self.cfg.task.tasks}; choose one of "
+                                    f"{', '.join(sorted(metrics))}")
+        improved = self._improved(metrics, epoch_done) if self.rt.is_main else False
+        if self.val_ds is None:
+            improved = True  # best = last
+        self.save(best=improved)
+        row = {"epoch": epoch_done, "step": self.step,
+               **{f"train/{k}": v for k, v in train_logs.items()}, **metrics,
+               "lr": float(self.optimizer.param_groups[0]["lr"]), "frames_per_s": fps}
+        self._write_metrics(row)
+        if self.rt.is_main:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                              if k not in ("epoch", "step", "lr") and isinstance(v, float))
+            self.log(f"epoch {epoch_done:g} step {self.step}: {shown}"
+                     + (" (best)" if improved and self.val_ds is not None else ""))
+        self.rt.barrier()
+        return metrics
+
+    # ---------------------------------------------------------------- training
+    def _fail(self, what: str, batch) -> None:
+        videos = [f"{v}@{int(s)}" for v, s in zip(batch.videos, getattr(batch, "starts", [0] * 99)) if v]
+        raise SurgflowError(
+            f"{what} at step {self.step + 1} (epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+            f"of the epoch), batch videos (video@first frame): {', '.join(videos) or '?'}. Training "
+            f"stopped before the optimiser step; the last good checkpoint is kept"
+            f"{' (' + str(self.last_path) + ')' if self.last_path.exists() else ' (none written yet)'}. "
+            f"Lower train.lr, set train.grad_clip, or check these frames")
+
+    def fit(self) -> dict:
+        cfg, rt, t = self.cfg, self.rt, self.cfg.train
+        stopped = "done"
+        last_metrics: dict = {}
+        train_logs: dict = {}
+        try:
+            while self.epoch < t.epochs:
+                if t.max_steps and self.step >= t.max_steps:
+                    stopped = "max_steps"
+                    break
+                epoch = self.epoch
+                self.strategy.start_epoch(epoch)
+                if self._pending is not None:  # resumed: restore after start_epoch's reset
+                    self.strategy.load_state_dict(self._pending)
+                    self._pending = None
+                n_steps = self.strategy.steps_per_epoch(epoch)
+                sums: dict = {}
+                n_logged, frames, t_train = 0, 0, 0.0
+                bar = progress(total=n_steps, initial=self.step_in_epoch,
+                               desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
+                               **({} if rt.is_main else {"disable": True}))
+                t0 = time.perf_counter()
+                for batch in self.strategy.batches(epoch, self.step_in_epoch):
+                    if t.max_steps and self.step >= t.max_steps:
+                        stopped = "max_steps"
+                        break
+                    self.optimizer.zero_grad(set_to_none=True)
+                    res = self.strategy.train_step(batch)
+                    if rt.any_true(not math.isfinite(res.loss)):
+                        self._fail(f"non-finite loss ({res.loss})", batch)
+                    if not self.uses_ddp:
+                        rt.all_reduce_gradients(self.params)
+                    gnorm = clip_gradients(self.params, t.grad_clip, t.agc)
+                    if rt.any_true(not math.isfinite(gnorm)):
+                        self._fail(f"non-finite gradient norm ({gnorm}, loss {res.loss:.4g})", batch)
+                    self.optimizer.step()
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    frames += res.frames
+                    for k, v in res.logs.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n_logged += 1
+                    now = time.perf_counter()
+                    fps = frames * rt.world_size / max(now - t0, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{res.loss:.4f}", fps=f"{fps:.1f}")
+                    if t.log_every and self.step % t.log_every == 0 and rt.is_main:
+                        self.tb.add_scalar("train/step_loss", res.loss, self.step)
+                        self.tb.add_scalar("train/frames_per_s", fps, self.step)
+                        self._log_file.write(f"step {self.step}: loss {res.loss:.4f}, "
+                                             f"grad norm {gnorm:.3g}, {fps:.1f} frames/s\n")
+                        self._log_file.flush()
+                    if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                        self.save()
+                t_train = time.perf_counter() - t0
+                bar.close()
+                fps = frames * rt.world_size / max(t_train, 1e-9)
+                train_logs = {k: rt.all_reduce_mean(v / max(n_logged, 1)) for k, v in sums.items()}
+                if stopped == "max_steps" and self.step_in_epoch < n_steps:
+                    # partial epoch: keep the position; validate so the stop point has metrics
+                    self.log(f"train.max_steps={t.max_steps} reached")
+                    last_metrics = self._end_of_epoch(epoch + self.step_in_epoch / n_steps,
+                                                      train_logs, fps, run_val=True) or last_metrics
+                    break
+                self.epoch, self.step_in_epoch = epoch + 1, 0
+                run_val = (self.epoch % max(t.val_every, 1) == 0) or self.epoch == t.epochs \
+                    or bool(t.max_steps and self.step >= t.max_steps)
+                last_metrics = self._end_of_epoch(float(self.epoch), train_logs, fps, run_val) \
+                    or last_metrics
+            if stopped == "done" and self.epoch >= t.epochs:
+                self.log(f"finished {t.epochs} epochs, {self.step} steps")
+        finally:
+            self.close()
+        return {
+            "run_dir": str(self.out), "last": str(self.last_path),
+            "best": str(self.best_path), "epoch": self.epoch, "step": self.step,
+            "step_in_epoch": self.step_in_epoch, "stopped": stopped,
+            "train": train_logs, "val": last_metrics, "best_metric": dict(self.best),
+        }
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self.rt.close()
+
+
+def train(cfg: Config, out_dir, resume: bool = False, overrides: Optional[list[str]] = None) -> dict:
+    """Train per `cfg` into `out_dir` (resume: continue from checkpoints/last.pt). Returns
+    {run_dir, last, best, epoch, step, stopped, train: {...}, val: {...}, best_metric: {...}}."""
+    return Trainer(cfg, out_dir, resume=resume, overrides=overrides).fit()

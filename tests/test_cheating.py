@@ -1,0 +1,71 @@
+"""The cheating experiment (--quick): real synth + prepare + trainer + evaluator, files with finite
+numbers, a conclusion worded from the numbers."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
+
+from surgflow.audit.cheating import ROWS, conclusion  # noqa: E402
+
+
+def _rows(cheat, bn, frozen, free, std=0.001):
+    def r(w):
+        return {m: {"mean": w, "std": std, "values": [w]} for m in ("inMAE", "outMAE", "wMAE")}
+    return {"bn_cheat": r(cheat), "bn": r(bn), "frozen_bn": r(frozen), "bn_free": r(free)}
+
+
+def test_conclusion_is_computed_from_numbers():
+    paper = conclusion(_rows(0.10, 0.40, 0.25, 0.20), seeds=3)
+    assert "cheating evaluation looks best" in paper
+    assert "BN model is worst" in paper
+    assert "matches the paper" in paper
+    assert "more than twice the seed spread" in paper
+    other = conclusion(_rows(0.30, 0.20, 0.25, 0.10), seeds=3)
+    assert "cheating evaluation is not the best" in other
+    assert "not worse than its cheating one" in other
+    assert "does not fully match" in other
+    noisy = conclusion(_rows(0.20, 0.21, 0.3, 0.25, std=0.05), seeds=3)
+    assert "within twice the seed spread" in noisy
+
+
+def test_quick_experiment(tmp_path, capsys):
+    from surgflow.cli import main
+
+    out = tmp_path / "cheat"
+    assert main(["experiment", "cheating", "--quick", "--out", str(out)]) == 0
+    md = (out / "cheating.md").read_text()
+    res = json.loads((out / "cheating.json").read_text())
+    png = out / "loss_curves.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res["seeds"] == [0]
+    for key, (_variant, cheat, label) in ROWS.items():
+        row = res["rows"][key]
+        assert row["NON-CAUSAL"] is cheat
+        for m in ("inMAE", "outMAE", "wMAE"):
+            v = row[m]["mean"]
+            assert v is not None and math.isfinite(v) and 0 <= v <= res["setup"]["horizon"]
+        assert label in md
+    # wMAE = (inMAE + outMAE) / 2 per instrument, so the means agree up to undefined instruments
+    w = res["rows"]["bn"]
+    assert w["wMAE"]["mean"] == pytest.approx((w["inMAE"]["mean"] + w["outMAE"]["mean"]) / 2, abs=0.2)
+    # the honest and the cheating evaluation of the same BN model differ (train-mode BN)
+    assert res["rows"]["bn"]["wMAE"]["mean"] != res["rows"]["bn_cheat"]["wMAE"]["mean"]
+    assert "NON-CAUSAL" in md and "## Conclusion" in md and "Ranking by wMAE" in md
+    assert res["conclusion"] and res["conclusion"] in md
+    assert "carry_hidden" in md and "horizon" in md and "test_resnet" in md
+    # real trainer and evaluator outputs exist
+    assert (out / "runs" / "seed0" / "bn" / "checkpoints" / "last.pt").is_file()
+    assert (out / "eval" / "seed0" / "bn_cheat" / "NONCAUSAL_scores.json").is_file()
+    assert "Ranking by wMAE" in capsys.readouterr().out
+    # a different setup in the same folder is refused rather than mixed
+    from surgflow.audit.cheating import CheatingSetup, run_cheating_experiment
+    from surgflow.io_utils import SurgflowError
+
+    with pytest.raises(SurgflowError, match="another setup"):
+        run_cheating_experiment(out, seeds=1, setup=CheatingSetup(epochs=1))

@@ -1,0 +1,115 @@
+"""`surgflow export --onnx`: the stateful one-frame step, parity with PyTorch over >= 100 streamed
+frames, the JSON beside the model, and the torch-free streaming example."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
+
+from surgflow.cli import main  # noqa: E402
+from surgflow.config import from_dict, to_dict  # noqa: E402
+from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS  # noqa: E402
+from surgflow.models.model import build_model  # noqa: E402
+from surgflow.training.checkpoint import save_checkpoint  # noqa: E402
+
+SIZE = (32, 56)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Batch-1 inference on a shared 2-core machine: one intra-op thread is ~5x faster here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def make_checkpoint(path, head="lstm", online=True, size=SIZE):
+    """An untrained tiny model saved through the real checkpoint API."""
+    torch.manual_seed(0)
+    cfg = from_dict({"model": {"backbone": "test_convnext", "hidden": 16, "head": head,
+                               "tcn_maps": 8, "tcn_layers": 3},
+                     "task": {"tasks": ["phase", "tools", "anticipation"], "online": online}})
+    model = build_model(cfg, len(CHOLEC80_PHASES), len(CHOLEC80_TOOLS), len(ANTICIPATION_INSTRUMENTS),
+                        size=size)
+    meta = {"phase_names": CHOLEC80_PHASES, "tool_names": CHOLEC80_TOOLS,
+            "instruments": ANTICIPATION_INSTRUMENTS, "horizon": 3.0, "fps": 1.0, "size": list(size),
+            "preprocess": model.preprocess, "dataset_root": "", "split": "all",
+            "causal": model.is_causal}
+    save_checkpoint(path, {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": {},
+                           "epoch": 0, "step": 0, "step_in_epoch": 0, "rng": {}, "meta": meta,
+                           "best": 0.0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    ckpt = make_checkpoint(d / "tiny.pt")
+    onnx_path = d / "tiny.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(onnx_path), "--verify-frames", "100"]) == 0
+    return ckpt, onnx_path
+
+
+def test_export_writes_model_and_json_with_parity(exported, capsys):
+    _, onnx_path = exported
+    info = json.loads(Path(str(onnx_path) + ".json").read_text())
+    assert info["parity"]["frames"] >= 100 and info["parity"]["max_abs_diff"] <= 1e-4
+    assert info["preprocess"]["size"] == list(SIZE) and info["preprocess"]["fps"] == 1.0
+    assert len(info["preprocess"]["mean"]) == 3 and len(info["preprocess"]["std"]) == 3
+    assert info["labels"] == {"phases": CHOLEC80_PHASES, "tools": CHOLEC80_TOOLS,
+                              "instruments": ANTICIPATION_INSTRUMENTS}
+    assert info["horizon"] == 3.0
+    assert [s["shape"] for s in info["state"]] == [[1, 1, 16], [1, 1, 16]]  # LSTM (h, c)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["frame", "state_in_0", "state_in_1"]
+    assert [o.name for o in sess.get_outputs()] == ["phase_prob", "tools_prob", "anticipation_min",
+                                                    "state_out_0", "state_out_1"]
+
+
+def test_example_streams_video_like_pytorch_over_100_frames(exported, synthetic_raw, tmp_path):
+    """examples/onnx_stream.py (numpy + av + onnxruntime only) == surgflow predict over >= 100
+    streamed frames of a real video (fps 3), state carried through ONNX."""
+    from surgflow.online.predict import predict_video
+    from surgflow.online.predictor import OnlinePredictor
+
+    ckpt, onnx_path = exported
+    spec = importlib.util.spec_from_file_location("onnx_stream", ROOT / "examples" / "onnx_stream.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    video = Path(synthetic_raw) / "videos" / "video01.mp4"
+    ours = np.stack([o["phase_prob"] for _, o in example.stream_video(str(onnx_path), str(video), 3.0)])
+    ant = np.stack([o["anticipation_min"] for _, o in example.stream_video(str(onnx_path), str(video), 3.0)])
+    ref = predict_video(OnlinePredictor.from_checkpoint(ckpt), str(video), tmp_path, fps=3.0,
+                        match_store=False, log=lambda m: None)["predictions"]
+    assert len(ours) == len(ref["phase_prob"]) >= 100
+    diff = max(np.abs(ours - ref["phase_prob"]).max(), np.abs(ant - ref["anticipation_min"]).max())
+    print(f"onnx example vs pytorch predict over {len(ours)} frames: max abs diff {diff:.3g}")
+    assert diff <= 1e-4
+    assert np.abs(np.diff(ours, axis=0)).max() > 1e-5  # the stream actually varies
+
+
+def test_tcn_export_and_offline_refusal(tmp_path, capsys):
+    from surgflow.online.export import export_onnx
+    from surgflow.training.checkpoint import load_model
+
+    model, _, meta = load_model(make_checkpoint(tmp_path / "tcn.pt", head="tcn"))
+    info = export_onnx(model, meta, tmp_path / "tcn.onnx", verify_frames=100, log=lambda m: None)
+    assert len(info["state"]) == 6 and info["parity"]["max_abs_diff"] <= 1e-4  # 2 stages x 3 layers
+    offline = make_checkpoint(tmp_path / "bilstm.pt", head="bilstm", online=False)
+    assert main(["export", str(offline), "--onnx", str(tmp_path / "b.onnx")]) == 2
+    assert "non-causal" in capsys.readouterr().err
+    assert not (tmp_path / "b.onnx").exists()
+    assert main(["export", str(tmp_path / "tcn.pt"), "--onnx", str(tmp_path / "x.pt")]) == 2
+    assert ".onnx" in capsys.readouterr().err

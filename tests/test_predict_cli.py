@@ -1,0 +1,168 @@
+"""`surgflow predict`: score-readable files, rendered overlay, truncated streams, bad input."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
+
+from surgflow.cli import main  # noqa: E402
+from surgflow.config import from_dict, to_dict  # noqa: E402
+from surgflow.evaluation.files import read_phase_pred, read_table  # noqa: E402
+from surgflow.io_utils import SurgflowError  # noqa: E402
+from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS  # noqa: E402
+from surgflow.models.model import build_model  # noqa: E402
+from surgflow.training.checkpoint import save_checkpoint  # noqa: E402
+
+SIZE = (32, 56)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Batch-1 inference on a shared 2-core machine: one intra-op thread is ~5x faster here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def make_checkpoint(path, head="lstm", online=True, size=SIZE):
+    """An untrained tiny model saved through the real checkpoint API."""
+    torch.manual_seed(0)
+    cfg = from_dict({"model": {"backbone": "test_convnext", "hidden": 16, "head": head},
+                     "task": {"tasks": ["phase", "tools", "anticipation"], "online": online}})
+    model = build_model(cfg, len(CHOLEC80_PHASES), len(CHOLEC80_TOOLS), len(ANTICIPATION_INSTRUMENTS),
+                        size=size)
+    meta = {"phase_names": CHOLEC80_PHASES, "tool_names": CHOLEC80_TOOLS,
+            "instruments": ANTICIPATION_INSTRUMENTS, "horizon": 3.0, "fps": 1.0, "size": list(size),
+            "preprocess": model.preprocess, "dataset_root": "", "split": "all",
+            "causal": model.is_causal}
+    save_checkpoint(path, {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": {},
+                           "epoch": 0, "step": 0, "step_in_epoch": 0, "rng": {}, "meta": meta,
+                           "best": 0.0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def _count_frames(path) -> tuple[int, tuple[int, int]]:
+    import av
+
+    with av.open(str(path)) as c:
+        frames = [f for f in c.decode(video=0)]
+    return len(frames), (frames[0].height, frames[0].width)
+
+
+def test_sampler_matches_prepare(synthetic_raw):
+    """predict's container-level sampler + resize == prepare.sample_frames (same frames, pixels)."""
+    from surgflow.data.prepare import sample_frames as prepare_sample
+    from surgflow.online.predict import frame_to_rgb, open_video, sample_frames
+
+    path = Path(synthetic_raw) / "videos" / "video01.mp4"
+    for fps in (1.0, 2.5):
+        ref = list(prepare_sample(path, fps, SIZE))
+        c = open_video(str(path))
+        ours = [(i, frame_to_rgb(f, SIZE)) for i, f in sample_frames(c, fps)]
+        c.close()
+        assert len(ours) == len(ref) > 20
+        assert all(i == j and np.array_equal(a, b) for (i, a), (j, b) in zip(ours, ref))
+
+
+def test_predict_writes_score_readable_files_and_overlay(ckpt, synthetic_raw, tmp_path, capsys):
+    video = Path(synthetic_raw) / "videos" / "video01.mp4"
+    out, overlay = tmp_path / "pred", tmp_path / "overlay.mp4"
+    rc = main(["predict", str(ckpt), str(video), "--out", str(out), "--render", str(overlay)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "video01: " in printed and "ms/frame" in printed
+    labels = read_phase_pred(out / "video01-phase.txt", CHOLEC80_PHASES)
+    n = len(labels)
+    assert 30 <= n <= 41  # 30-40 s at 1 fps
+    frames, tools = read_table(out / "video01-tool.txt", CHOLEC80_TOOLS, "tool")
+    assert tools.shape == (n, 7) and ((tools >= 0) & (tools <= 1)).all()
+    assert list(frames) == list(range(n))
+    _, ant = read_table(out / "video01-anticipation.txt", ANTICIPATION_INSTRUMENTS, "anticipation")
+    assert ant.shape == (n, 5) and ((ant >= 0) & (ant <= 3.0 + 1e-3)).all()
+    # The overlay: one output frame per prediction, even size, playable.
+    count, (h, w) = _count_frames(overlay)
+    assert count == n and h % 2 == 0 and w == 640 and h > 360
+    # `surgflow score phase` reads the files against the raw 25-fps annotations.
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    name = "video01-phase.txt"
+    (gt / name).write_bytes((Path(synthetic_raw) / "phase_annotations" / name).read_bytes())
+    rc = main(["score", "phase", "--gt", str(gt),
+               "--pred", str(out), "--gt-fps", "25", "--fps", "1", "--truncate",
+               "--json", str(tmp_path / "score.json")])
+    assert rc == 0 and (tmp_path / "score.json").is_file()
+
+
+def _remux_faststart(src, dst):
+    """Copy the packets into an mp4 with the index first, so a truncated copy still opens."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", format="mp4",
+                                         options={"movflags": "faststart"}) as o:
+        s = i.streams.video[0]
+        so = o.add_stream_from_template(s)
+        for p in i.demux(s):
+            if p.dts is None:
+                continue
+            p.stream = so
+            o.mux(p)
+
+
+def test_truncated_stream_keeps_predictions_so_far(ckpt, synthetic_raw, tmp_path, capsys):
+    full = tmp_path / "full.mp4"
+    _remux_faststart(Path(synthetic_raw) / "videos" / "video02.mp4", full)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    out, overlay = tmp_path / "pred", tmp_path / "cut_overlay.mp4"
+    rc = main(["predict", str(ckpt), str(cut), "--out", str(out), "--render", str(overlay)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "predictions made so far were written" in err
+    n = len(read_phase_pred(out / "cut-phase.txt", CHOLEC80_PHASES))
+    assert 5 <= n <= 30  # about half of a 30-40 s video
+    _, ant = read_table(out / "cut-anticipation.txt", ANTICIPATION_INSTRUMENTS, "anticipation")
+    assert len(ant) == n
+    assert _count_frames(overlay)[0] == n  # the overlay was finalised and plays
+    assert not list(out.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_bad_inputs_name_the_file(ckpt, tmp_path, capsys):
+    from surgflow.online.predict import open_video
+
+    bad = tmp_path / "notavideo.mp4"
+    bad.write_text("hello")
+    with pytest.raises(SurgflowError, match="notavideo.mp4"):
+        open_video(str(bad))
+    assert main(["predict", str(ckpt), str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "notavideo.mp4" in capsys.readouterr().err
+    assert main(["predict", str(ckpt), str(tmp_path / "missing.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    offline = make_checkpoint(tmp_path / "bilstm.pt", head="bilstm", online=False)
+    assert main(["predict", str(offline), str(bad)]) == 2
+    assert "non-causal" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_stream_mode_prints_per_frame_latency(ckpt, synthetic_raw, tmp_path):
+    from surgflow.online.predict import predict_video
+    from surgflow.online.predictor import OnlinePredictor
+
+    lines: list[str] = []
+    res = predict_video(OnlinePredictor.from_checkpoint(ckpt),
+                        str(Path(synthetic_raw) / "videos" / "video03.mp4"), tmp_path, live=True,
+                        max_frames=5, name="live", log=lines.append)
+    assert res["frames"] == 5 and res["stopped"] is None
+    assert len(lines) == 5 and all(" ms" in ln for ln in lines) and lines[0].startswith("frame 0:")
+    assert len(read_phase_pred(tmp_path / "live-phase.txt", CHOLEC80_PHASES)) == 5
