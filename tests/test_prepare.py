@@ -114,7 +114,7 @@ def test_resume_redoes_only_partial_and_check_catches_corruption(synthetic_raw, 
 
 
 def test_failure_mid_video_leaves_nothing(synthetic_raw, tmp_path, monkeypatch):
-    real = prep._encode_jpeg
+    real = prep.encode_jpeg
     calls = {"n": 0}
 
     def flaky(img, q):
@@ -123,7 +123,7 @@ def test_failure_mid_video_leaves_nothing(synthetic_raw, tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real(img, q)
 
-    monkeypatch.setattr(prep, "_encode_jpeg", flaky)
+    monkeypatch.setattr(prep, "encode_jpeg", flaky)
     out = tmp_path / "p"
     res = prepare("cholec80", synthetic_raw, out, fps=1.0, size=SIZE, videos=["video01", "video02"])
     assert list(res.failed) == ["video01"] and "disk full" in res.failed["video01"]

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -77,47 +77,84 @@ def open_video(path: Path):
     return container, stream, Fraction(rate)
 
 
-def sample_frames(path: Path, fps: float, size: Optional[tuple[int, int]] = None,
-                  stats: Optional[dict] = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode `path` once and yield (i, rgb uint8 [H, W, 3]) for target times i / fps.
+def sample_by_timestamp(frames: Iterable, time_base, rate: Fraction,
+                        fps: float) -> Iterator[tuple[int, Any]]:
+    """Yield (target index i, decoded frame) for target times i / fps from frames decoded in order.
 
     Target i takes the decoded frame whose timestamp (relative to the first frame) is closest to
     i / fps (the earlier one on a tie); a frame may serve several targets when fps exceeds the
-    video's rate. `stats` receives decoded_frames, video_fps and declared_frames.
+    video's rate. Shared by `prepare` and online `predict`, so both sample the same frames.
     """
-    container, stream, rate = open_video(path)
     step = Fraction(fps).limit_denominator(1000)
-    half = 1 / (2 * rate)
-    tb = stream.time_base
-    h, w = size if size else (None, None)
-    k, i, pts0 = 0, 0, None
+    rate = Fraction(rate)
+    tb = Fraction(time_base) if time_base is not None else None
+    # Exact integer form of "i / step < t + 1 / (2 rate)" (emit every target before the midpoint
+    # to the next frame), with t = (pts - pts0) * tb or k / rate: Fractions per frame cost more
+    # than the resize of the frames kept.
+    p, q, r, s = step.numerator, step.denominator, rate.numerator, rate.denominator
+    a, b = (tb.numerator, tb.denominator) if tb is not None else (0, 1)
+    lhs_unit = 2 * q * b * r  # target i -> 2 i q b r
+    half = s * p * b
+    i, pts0 = 0, None
+    for k, frame in enumerate(frames):
+        if frame.pts is not None and tb is not None:
+            pts0 = frame.pts if pts0 is None else pts0
+            rhs = 2 * (frame.pts - pts0) * a * p * r + half
+        else:
+            rhs = 2 * k * s * p * b + half  # t = k / rate = k s / r
+        while i * lhs_unit < rhs:
+            yield i, frame
+            i += 1
+
+
+def frame_to_rgb(frame, size: Optional[tuple[int, int]] = None, reformatter=None) -> np.ndarray:
+    """A decoded av.VideoFrame -> uint8 RGB [H, W, 3], resized by swscale when `size` (H, W) is
+    given: the one resize of the store, shared by online prediction. Pass one
+    `av.video.reformatter.VideoReformatter` per video: reusing its swscale context is 3x faster
+    than a new one per frame, with identical pixels. (Not a module-wide cache: a context alive
+    when prepare forks its workers hangs them.)"""
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    if reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = VideoReformatter()
+    h, w = int(size[0]), int(size[1])
+    return reformatter.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+
+
+def _decode_checked(container, stream, path: Path, stats: dict) -> Iterator[Any]:
+    """Decode in order, counting frames; a decode error names the file and how far it got."""
+    frames = container.decode(stream)
+    stats["decoded_frames"] = 0
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise SurgflowError(f"{path}: decoding failed after {stats['decoded_frames']} frames ({e}); "
+                                f"{CORRUPT_FIX}") from None
+        stats["decoded_frames"] += 1
+        yield frame
+
+
+def sample_frames(path: Path, fps: float, size: Optional[tuple[int, int]] = None,
+                  stats: Optional[dict] = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode `path` once and yield (i, rgb uint8 [H, W, 3]) for target times i / fps
+    (the rule of `sample_by_timestamp`). `stats` receives decoded_frames, video_fps and
+    declared_frames."""
+    container, stream, rate = open_video(path)
     stats = stats if stats is not None else {}
     stats.update(video_fps=float(rate), declared_frames=int(stream.frames or 0))
     try:
-        frames = container.decode(stream)
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except Exception as e:
-                raise SurgflowError(f"{path}: decoding failed after {k} frames ({e}); {CORRUPT_FIX}") from None
-            if frame.pts is not None and tb is not None:
-                pts0 = frame.pts if pts0 is None else pts0
-                t = (frame.pts - pts0) * tb
-            else:
-                t = k / rate
-            k += 1
-            # emit every target whose time is before the midpoint to the next frame
-            while i / step < t + half:
-                if h is None:
-                    img = frame.to_ndarray(format="rgb24")
-                else:
-                    img = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
-                yield i, img
-                i += 1
+        decoded = _decode_checked(container, stream, path, stats)
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = VideoReformatter()
+        for i, frame in sample_by_timestamp(decoded, stream.time_base, rate, fps):
+            yield i, frame_to_rgb(frame, size, reformatter)
     finally:
-        stats["decoded_frames"] = k
         container.close()
 
 
@@ -205,7 +242,8 @@ def video_checksum(folder: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """RGB uint8 [H, W, 3] -> JPEG bytes exactly as the store writes them."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -243,7 +281,7 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
                        disable=not show_progress or os.environ.get("SURGFLOW_NO_PROGRESS") == "1")
         with open(tmp / "frames.bin", "wb") as fbin, bar:
             for _, img in sample_frames(raw.video_path, fps, size, stats):
-                data = _encode_jpeg(img, quality)
+                data = encode_jpeg(img, quality)
                 fbin.write(data)
                 offsets.append(offsets[-1] + len(data))
                 bar.update(1)
@@ -441,11 +479,6 @@ def prepare_dataset(layout: str, raw_root, out, fps: float = 1.0,
         raise SurgflowError(f"{len(res.failed)} video(s) could not be prepared into {out}:\n"
                             f"{format_failures(res.failed)}")
     return res
-
-
-def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB uint8 [H, W, 3] -> JPEG bytes exactly as the store writes them."""
-    return _encode_jpeg(img, quality)
 
 
 def check(out) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from surgflow.data.prepare import frame_to_rgb  # the store's resize (swscale)
 from surgflow.io_utils import SurgflowError, progress
 
 
@@ -44,13 +45,6 @@ def open_video(source: str):
     return container
 
 
-def frame_to_rgb(frame, size: tuple[int, int]) -> np.ndarray:
-    """A decoded av.VideoFrame -> uint8 RGB [H, W, 3]: the exact swscale call of
-    `surgflow.data.prepare.sample_frames` (yuv -> rgb24 and resize in one reformat)."""
-    H, W = int(size[0]), int(size[1])
-    return frame.reformat(width=W, height=H, format="rgb24").to_ndarray()
-
-
 def resize_array(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB [h, w, 3] -> [H, W, 3] with the same resampler (swscale via PyAV)."""
     import av
@@ -61,38 +55,23 @@ def resize_array(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def store_roundtrip(img: np.ndarray) -> np.ndarray:
     """JPEG-encode and decode a frame exactly as `surgflow prepare` stores it and the prepared
     dataset reads it, so the model sees the frames `surgflow eval` sees (bit-identical)."""
-    from surgflow.data.prepare import JPEG_QUALITY, _encode_jpeg
+    from surgflow.data.prepare import JPEG_QUALITY, encode_jpeg
     from surgflow.data.store import decode_jpeg
 
-    return decode_jpeg(_encode_jpeg(img, JPEG_QUALITY))
+    return decode_jpeg(encode_jpeg(img, JPEG_QUALITY))
 
 
 def sample_frames(container, fps: float) -> Iterator[tuple[int, Any]]:
-    """Decode sequentially, yield (target index i, av.VideoFrame) for target times i / fps.
+    """Decode sequentially, yield (target index i, av.VideoFrame) for target times i / fps, by
+    prepare's own rule (`surgflow.data.prepare.sample_by_timestamp`). Works on any opened
+    container (files and live streams); decode errors propagate to the caller, which keeps what
+    it has."""
+    from surgflow.data.prepare import sample_by_timestamp
 
-    The rule of `surgflow.data.prepare.sample_frames` (kept identical; tests compare the two):
-    timestamps relative to the first frame, target i takes the frame closest in time, a frame
-    may serve several targets when fps exceeds the video's rate. Works on any opened container
-    (files and live streams). Decode errors propagate to the caller, which keeps what it has.
-    """
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame threads; output order and pixels are unchanged
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
-    rate = Fraction(rate)
-    step = Fraction(fps).limit_denominator(1000)
-    half = 1 / (2 * rate)
-    tb = stream.time_base
-    k, i, pts0 = 0, 0, None
-    for frame in container.decode(stream):
-        if frame.pts is not None and tb is not None:
-            pts0 = frame.pts if pts0 is None else pts0
-            t = (frame.pts - pts0) * tb
-        else:
-            t = k / rate
-        k += 1
-        while i / step < t + half:  # every target before the midpoint to the next frame
-            yield i, frame
-            i += 1
+    rate = Fraction(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
+    return sample_by_timestamp(container.decode(stream), stream.time_base, rate, fps)
 
 
 def _name_for(source: str) -> str:
@@ -160,6 +139,9 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
         renderer = OverlayRenderer(render, fps, predictor.phase_names, predictor.instruments,
                                    predictor.horizon, expected_frames=expected)
     predictor.reset()
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()  # one swscale context for the whole video
     rows: dict[str, list[np.ndarray]] = {}
     latencies: list[float] = []
     stopped = None
@@ -168,7 +150,7 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
     try:
         try:
             for index, vframe in sample_frames(container, fps):
-                rgb = frame_to_rgb(vframe, predictor.size)  # uint8 [H, W, 3], prepare's resize
+                rgb = frame_to_rgb(vframe, predictor.size, reformatter)  # uint8 [H, W, 3], prepare's resize
                 if match_store:
                     rgb = store_roundtrip(rgb)
                 t0 = time.perf_counter()
