@@ -137,7 +137,6 @@ def time_settings(args, settings) -> dict:
 
 def gradient_check(args) -> float:
     """Relative difference of all parameter gradients, full_context vs plain backprop (fp32)."""
-    import torch
 
     cfg, model = _setup(args)
     b = _batch(args.t_grad, args, seed=2)

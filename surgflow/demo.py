@@ -196,7 +196,7 @@ def write_report(out: Path, s: DemoSettings, runs, scores, audits, timings, quic
         lines.append(f"### {runs[key]['title']} ({runs[key]['backbone']}): {verdict}")
         lines.append("")
         for f in rep.findings:
-            lines.append(f"- {f.verdict}" + (f" Fix: {f.fix}" if getattr(f, "fix", None) else ""))
+            lines.append(f"- {f.verdict.rstrip('.')}." + (f" Fix: {f.fix}" if getattr(f, "fix", None) else ""))
         lines.append("")
     lines += ["## Plots", ""]
     for key in ("bn_free", "batchnorm", "batchnorm_cheat"):

@@ -9,11 +9,11 @@ os.environ["SURGFLOW_NO_PROGRESS"] = "1"
 
 import pytest  # noqa: E402
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Each xdist worker gets one core: two torch threads per worker oversubscribe 2-core CI.
-    import torch
+import torch  # noqa: E402
 
-    torch.set_num_threads(1)
+# Tiny models and `-n 2` workers on 2 cores: more than one intra-op thread per process only
+# oversubscribes the machine (measured 5-15x slower steps under load).
+torch.set_num_threads(1)
 
 SYNTH_VIDEOS = 4
 SYNTH_SIZE = (72, 128)  # raw video H, W

@@ -9,46 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
 
 from surgflow.cli import main  # noqa: E402
-from surgflow.config import from_dict, to_dict  # noqa: E402
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS  # noqa: E402
-from surgflow.models.model import build_model  # noqa: E402
-from surgflow.training.checkpoint import save_checkpoint  # noqa: E402
 
-SIZE = (32, 56)
+from _helpers import SIZE, make_checkpoint  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Batch-1 inference on a shared 2-core machine: one intra-op thread is ~5x faster here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
-def make_checkpoint(path, head="lstm", online=True, size=SIZE):
-    """An untrained tiny model saved through the real checkpoint API."""
-    torch.manual_seed(0)
-    cfg = from_dict({"model": {"backbone": "test_convnext", "hidden": 16, "head": head,
-                               "tcn_maps": 8, "tcn_layers": 3},
-                     "task": {"tasks": ["phase", "tools", "anticipation"], "online": online}})
-    model = build_model(cfg, len(CHOLEC80_PHASES), len(CHOLEC80_TOOLS), len(ANTICIPATION_INSTRUMENTS),
-                        size=size)
-    meta = {"phase_names": CHOLEC80_PHASES, "tool_names": CHOLEC80_TOOLS,
-            "instruments": ANTICIPATION_INSTRUMENTS, "horizon": 3.0, "fps": 1.0, "size": list(size),
-            "preprocess": model.preprocess, "dataset_root": "", "split": "all",
-            "causal": model.is_causal}
-    save_checkpoint(path, {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": {},
-                           "epoch": 0, "step": 0, "step_in_epoch": 0, "rng": {}, "meta": meta,
-                           "best": 0.0})
-    return path
 
 
 @pytest.fixture(scope="module")

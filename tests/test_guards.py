@@ -15,13 +15,6 @@ from surgflow.io_utils import SurgflowError  # noqa: E402
 from surgflow.models.model import build_model  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread avoids OpenMP oversubscription on a busy 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def setup(backbone="test_resnet", norm="native", strategy="carry_hidden", seq_len=8, online=True,

@@ -213,7 +213,6 @@ def _fmt(m: float, s: float, n: int = 2) -> str:
 def conclusion(rows: dict, seeds: int, train_loss: Optional[dict] = None) -> str:
     """Sentences derived from the wMAE means/stds of the rows (no fixed outcome)."""
     w = {k: rows[k]["wMAE"]["mean"] for k in ROWS}
-    sd = {k: rows[k]["wMAE"]["std"] for k in ROWS}
     if not all(math.isfinite(v) for v in w.values()):
         return "Some wMAE values are undefined (no frames in a range); no conclusion is drawn."
     order = sorted(ROWS, key=lambda k: w[k])

@@ -9,7 +9,6 @@ arithmetic for the colour transforms; no Python loop over frames or sequences.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch

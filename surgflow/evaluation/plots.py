@@ -44,7 +44,8 @@ def _prefix(non_causal: bool) -> str:
 
 
 def _title(text: str, label: str | None, non_causal: bool) -> str:
-    parts = (["NON-CAUSAL"] if non_causal else []) + ([f"[{label}]"] if label else []) + [text]
+    marked = non_causal and not (label and "NON-CAUSAL" in label)  # the label may already say it
+    parts = (["NON-CAUSAL"] if marked else []) + ([f"[{label}]"] if label else []) + [text]
     return " ".join(parts)
 
 

@@ -377,7 +377,7 @@ class Trainer:
             f"Lower train.lr, set train.grad_clip, or check these frames")
 
     def fit(self) -> dict:
-        cfg, rt, t = self.cfg, self.rt, self.cfg.train
+        rt, t = self.rt, self.cfg.train
         stopped = "done"
         last_metrics: dict = {}
         train_logs: dict = {}

@@ -1,0 +1,29 @@
+"""Helpers shared by test modules (imported as `from _helpers import ...`)."""
+from __future__ import annotations
+
+import torch
+
+from surgflow.config import from_dict, to_dict
+from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS
+from surgflow.models.model import build_model
+from surgflow.training.checkpoint import save_checkpoint
+
+SIZE = (32, 56)
+
+
+def make_checkpoint(path, head="lstm", online=True, size=SIZE, fps=1.0, seed=0):
+    """An untrained tiny model (phase, tools, anticipation) saved through the real checkpoint API."""
+    torch.manual_seed(seed)
+    cfg = from_dict({"model": {"backbone": "test_convnext", "hidden": 16, "head": head,
+                               "tcn_maps": 8, "tcn_layers": 3, "tcn_stages": 2},
+                     "task": {"tasks": ["phase", "tools", "anticipation"], "online": online}})
+    model = build_model(cfg, len(CHOLEC80_PHASES), len(CHOLEC80_TOOLS), len(ANTICIPATION_INSTRUMENTS),
+                        size=size)
+    meta = {"phase_names": CHOLEC80_PHASES, "tool_names": CHOLEC80_TOOLS,
+            "instruments": ANTICIPATION_INSTRUMENTS, "horizon": 3.0, "fps": fps, "size": list(size),
+            "preprocess": model.preprocess, "dataset_root": "", "split": "all",
+            "causal": model.is_causal}
+    save_checkpoint(path, {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": {},
+                           "epoch": 0, "step": 0, "step_in_epoch": 0, "rng": {}, "meta": meta,
+                           "best": 0.0})
+    return path
