@@ -230,10 +230,8 @@ def load_anticipation_dirs(tool_dir, pred_dir, instruments: Sequence[str], horiz
                            notes: list[str] | None = None):
     """Ground truth built from tool annotations for horizon h (minutes) -> (gts, preds)
     {video: float [N, I] minutes}."""
-    try:
-        from surgflow.data.targets import anticipation_targets
-    except ImportError as e:  # written by the data engineer; contract in ARCHITECTURE.md
-        raise SurgflowError(f"surgflow.data.targets.anticipation_targets is unavailable ({e})") from None
+    from surgflow.data.targets import anticipation_targets
+
     tool_dir = resolve_gt_dir(tool_dir, "tool")
     gt_files = list_videos(tool_dir, "tool")
     pred_files = list_videos(pred_dir, "anticipation")

@@ -198,14 +198,11 @@ class Trainer:
         n_all = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {cfg.model.backbone} ({cfg.model.norm}) + {cfg.model.head}, tasks "
                  f"{cfg.task.tasks}; {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable")
-        try:
-            from surgflow.audit.guards import bn_pitfall_warning
-        except ImportError:
-            bn_pitfall_warning = None
-        if bn_pitfall_warning is not None:
-            warning = bn_pitfall_warning(self.model, cfg)
-            if warning:
-                self.log(f"WARNING: {warning}")
+        from surgflow.audit.guards import bn_pitfall_warning
+
+        warning = bn_pitfall_warning(self.model, cfg)
+        if warning:
+            self.log(f"WARNING: {warning}")
         for note in rt.notes:
             self.log(note)
 
