@@ -42,3 +42,14 @@ def prepared_synthetic(synthetic_raw, tmp_path_factory):
     res = prepare("cholec80", synthetic_raw, out, fps=1.0, size=PREPARED_SIZE, workers=1)
     assert not res.failed, res.failed
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_root(synthetic_raw, tmp_path_factory):
+    """`synthetic_raw` prepared at 32x56 (4x fewer pixels than prepared_synthetic): training tests."""
+    from surgflow.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("tiny32x56")
+    res = prepare("cholec80", synthetic_raw, out, fps=1.0, size=(32, 56), workers=1)
+    assert not res.failed, res.failed
+    return out

@@ -6,18 +6,10 @@ from __future__ import annotations
 import os
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
 
-@pytest.fixture(scope="module")
-def tiny_root(synthetic_raw, tmp_path_factory):
-    from surgflow.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("tiny32x56")
-    assert not prepare("cholec80", synthetic_raw, out, fps=1.0, size=(32, 56), workers=1).failed
-    return out
 
 
 def _free_port() -> int:

@@ -12,13 +12,6 @@ from surgflow.training.strategies import STRATEGIES, FeatureBatch
 from surgflow.training.trainer import Trainer
 
 
-@pytest.fixture(scope="module")
-def tiny_root(synthetic_raw, tmp_path_factory):
-    from surgflow.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("tiny32x56")
-    assert not prepare("cholec80", synthetic_raw, out, fps=1.0, size=(32, 56), workers=1).failed
-    return out
 
 
 def _trainer(root, out, *extra) -> Trainer:

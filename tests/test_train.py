@@ -15,14 +15,6 @@ from surgflow.training.checkpoint import load_checkpoint, load_model
 from surgflow.training.trainer import train
 
 
-@pytest.fixture(scope="module")
-def tiny_root(synthetic_raw, tmp_path_factory):
-    """The shared synthetic videos prepared at 32x56 (4x fewer pixels than prepared_synthetic)."""
-    from surgflow.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("tiny32x56")
-    assert not prepare("cholec80", synthetic_raw, out, fps=1.0, size=(32, 56), workers=1).failed
-    return out
 
 
 def _over(root, *extra):

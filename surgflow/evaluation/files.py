@@ -78,6 +78,15 @@ def match_videos(gt: dict, pred: dict, gt_dir, pred_dir) -> list[str]:
     return sorted(gt)
 
 
+def paired_files(gt_dir, gt_kind: str, pred_dir, pred_kind: str):
+    """Ground-truth and prediction files per video, and the videos both directories hold
+    (an error lists those present in only one)."""
+    gt_dir = resolve_gt_dir(gt_dir, gt_kind)
+    gt_files = list_videos(gt_dir, gt_kind)
+    pred_files = list_videos(pred_dir, pred_kind)
+    return gt_files, pred_files, match_videos(gt_files, pred_files, gt_dir, pred_dir)
+
+
 def align_lengths(video: str, gt: np.ndarray, pred: np.ndarray, truncate: bool,
                   notes: list[str] | None = None, what: str = "phase") -> tuple[np.ndarray, np.ndarray]:
     """Equal lengths or an error naming the video and both lengths; with `truncate`, the common
@@ -122,10 +131,7 @@ def write_phase_file(path, labels: np.ndarray, phase_names: Sequence[str] | None
 def load_phase_dirs(gt_dir, pred_dir, phase_names: Sequence[str], gt_fps: float = 25.0,
                     fps: float = 1.0, truncate: bool = False, notes: list[str] | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    gt_dir = resolve_gt_dir(gt_dir, "phase")
-    gt_files = list_videos(gt_dir, "phase")
-    pred_files = list_videos(pred_dir, "phase")
-    videos = match_videos(gt_files, pred_files, gt_dir, pred_dir)
+    gt_files, pred_files, videos = paired_files(gt_dir, "phase", pred_dir, "phase")
     step = frame_step(gt_fps, fps)
     gts, preds = {}, {}
     for v in videos:
@@ -207,10 +213,7 @@ def tool_names_of(path) -> list[str]:
 def load_tool_dirs(gt_dir, pred_dir, tool_names: Sequence[str] | None = None, gt_fps: float = 25.0,
                    fps: float = 1.0, truncate: bool = False, notes: list[str] | None = None):
     """-> (gts {video: [N, K]}, preds {video: [N, K]}, tool_names)."""
-    gt_dir = resolve_gt_dir(gt_dir, "tool")
-    gt_files = list_videos(gt_dir, "tool")
-    pred_files = list_videos(pred_dir, "tool")
-    videos = match_videos(gt_files, pred_files, gt_dir, pred_dir)
+    gt_files, pred_files, videos = paired_files(gt_dir, "tool", pred_dir, "tool")
     if tool_names is None:
         tool_names = tool_names_of(gt_files[videos[0]])
     step = frame_step(gt_fps, fps)
@@ -232,10 +235,7 @@ def load_anticipation_dirs(tool_dir, pred_dir, instruments: Sequence[str], horiz
     {video: float [N, I] minutes}."""
     from surgflow.data.targets import anticipation_targets
 
-    tool_dir = resolve_gt_dir(tool_dir, "tool")
-    gt_files = list_videos(tool_dir, "tool")
-    pred_files = list_videos(pred_dir, "anticipation")
-    videos = match_videos(gt_files, pred_files, tool_dir, pred_dir)
+    gt_files, pred_files, videos = paired_files(tool_dir, "tool", pred_dir, "anticipation")
     step = frame_step(gt_fps, fps)
     gts, preds = {}, {}
     for v in videos:
