@@ -2,12 +2,10 @@
 
 Run dir (docs/ARCHITECTURE.md, "Runs and checkpoints"):
     config.yaml            resolved config
-    log.txt                what happened, in order (appended)
-    metrics.csv            one row per epoch: step, train losses, val metrics, lr, frames/s
-    tb/                    TensorBoard scalars
-    checkpoints/last.pt    every train.checkpoint_every steps and at each epoch end (atomic)
-    checkpoints/best.pt    best by train.best_metric on the VALIDATION subset (never test);
-                           without a validation subset best.pt = last.pt (the log says so)
+    log.txt, metrics.csv, tb/   written by training/metrics_log.py (MetricsLogger)
+    checkpoints/           last.pt and best.pt, written by training/checkpoint_manager.py;
+                           best.pt is chosen on the VALIDATION subset (never test); without a
+                           validation subset best.pt = last.pt (the log says so)
 
 Exact resume: a checkpoint holds the weights, optimiser, epoch / step-in-epoch (the sampler skips
 to it without reading frames), every RNG (torch, numpy, python, augmentation generator) and the
@@ -16,10 +14,7 @@ run ends with the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,9 +24,9 @@ import torch
 
 from surgflow.config import Config, from_dict, to_dict, to_yaml
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
-from surgflow.training.checkpoint import (config_differences, load_checkpoint, save_checkpoint)
-from surgflow.training.runtime import (Runtime, clip_gradients, get_rng_state, make_optimizer,
-                                      set_rng_state, setup_runtime)
+from surgflow.training.checkpoint_manager import CheckpointManager
+from surgflow.training.metrics_log import MetricsLogger
+from surgflow.training.runtime import Runtime, clip_gradients, make_optimizer, setup_runtime
 from surgflow.training.strategies import TrainContext, build_strategy
 
 
@@ -122,42 +117,81 @@ class Trainer:
             cfg = from_dict(to_dict(cfg), overrides)
         self.cfg, self.out, self.resume = cfg, Path(out_dir), resume
         self.rt = setup_runtime(cfg)
-        self.tb = None
-        self._log_file = None
+        self.metrics = MetricsLogger(self.out, self.rt.is_main)
+        self.ckpt = CheckpointManager(self.out, cfg, self.rt, self.log)
         try:
             self._setup()
         except BaseException:
             self.close()
             raise
 
-    # ---------------------------------------------------------------- logging
     def log(self, msg: str) -> None:
-        if not self.rt.is_main:
-            return
-        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
-        print(line, file=sys.stderr, flush=True)
-        if self._log_file is not None:
-            self._log_file.write(line + "\n")
-            self._log_file.flush()
+        self.metrics.log(msg)
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt.last_path
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt.best_path
 
     # ---------------------------------------------------------------- setup
     def _setup(self) -> None:
         cfg, rt = self.cfg, self.rt
-        self.ckpt_dir = self.out / "checkpoints"
-        self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
-        if not self.resume and self.last_path.exists():
-            raise SurgflowError(f"{self.out} already holds a run ({self.last_path}); pass --resume to "
-                                f"continue it, or choose another --out")
-        if rt.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.out / "log.txt", "a", encoding="utf-8")
+        self.ckpt.refuse_existing_run(self.resume)
+        self.metrics.open()
         rt.barrier()
         self.log(f"surgflow train -> {self.out} (rank 0 of {rt.world_size}, device {rt.device}, "
                  f"{cfg.train.precision}, strategy {cfg.train.strategy})")
+        self._setup_data()
+        self._setup_model()
 
-        # data
+        # strategy, augmentation, optimiser
+        augment = None
+        if cfg.data.augment:
+            from surgflow.data.augment import ClipAugment
+
+            augment = ClipAugment()
+        self.generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + 17 + rt.rank)
+        self.ctx = TrainContext(cfg=cfg, rt=rt, model=self.model, train_ds=self.train_ds,
+                                instruments=self.instruments, augment=augment,
+                                generator=self.generator, log=self.log)
+        self.strategy = build_strategy(self.ctx)
+        extra = self.strategy.extra_module()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if extra is not None:
+            self.params += [p for p in extra.parameters() if p.requires_grad]
+        if not self.uses_ddp:
+            rt.broadcast_parameters(self.model)
+            if extra is not None:
+                rt.broadcast_parameters(extra)
+        t = cfg.train
+        self.optimizer = make_optimizer(self.params, t)
+        ds = self.ds
+        self.meta = {
+            "phase_names": list(ds.phase_names), "tool_names": list(ds.tool_names),
+            "instruments": list(self.instruments), "horizon": float(cfg.task.horizon),
+            "fps": float(ds.fps), "size": [int(x) for x in ds.size],
+            "preprocess": self.model.preprocess, "dataset_root": str(cfg.data.root),
+            "split": cfg.data.split, "causal": bool(self.model.is_causal),
+        }
+        self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta,
+                        model=self.model, optimizer=self.optimizer)
+        # progress counters
+        self.epoch, self.step_in_epoch, self.step = 0, 0, 0
+        self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
+        self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
+        if self.resume:
+            self._load_resume()
+        if rt.is_main:
+            atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
+        self.metrics.open_tensorboard(purge_step=self.step if self.resume else None)
+
+    def _setup_data(self) -> None:
         from surgflow.data.store import PreparedDataset
 
+        cfg = self.cfg
         if not cfg.data.root:
             raise SurgflowError("data.root: not set; point it to a dataset written by `surgflow prepare`")
         ds = PreparedDataset(cfg.data.root, split=cfg.data.split)
@@ -185,9 +219,12 @@ class Trainer:
             self.log(f"no validation subset in split '{cfg.data.split}': best.pt = last.pt "
                      f"(checkpoints are never selected on test)")
 
-        # model (seeded identically on every rank)
+    def _setup_model(self) -> None:
+        """The model, seeded identically on every rank."""
+        from surgflow.audit.guards import bn_pitfall_warning
         from surgflow.models.model import build_model
 
+        cfg, rt, ds = self.cfg, self.rt, self.ds
         counts = self.train_ds.phase_counts() if "phase" in cfg.task.tasks else None
         model = build_model(cfg, num_phases=len(ds.phase_names), num_tools=len(ds.tool_names),
                             num_instruments=len(self.instruments), phase_counts=counts,
@@ -198,136 +235,38 @@ class Trainer:
         n_all = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {cfg.model.backbone} ({cfg.model.norm}) + {cfg.model.head}, tasks "
                  f"{cfg.task.tasks}; {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable")
-        from surgflow.audit.guards import bn_pitfall_warning
-
         warning = bn_pitfall_warning(self.model, cfg)
         if warning:
             self.log(f"WARNING: {warning}")
         for note in rt.notes:
             self.log(note)
 
-        # strategy, augmentation, optimiser
-        augment = None
-        if cfg.data.augment:
-            from surgflow.data.augment import ClipAugment
-
-            augment = ClipAugment()
-        self.generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + 17 + rt.rank)
-        self.ctx = TrainContext(cfg=cfg, rt=rt, model=self.model, train_ds=self.train_ds,
-                                instruments=self.instruments, augment=augment,
-                                generator=self.generator, log=self.log)
-        self.strategy = build_strategy(self.ctx)
-        extra = self.strategy.extra_module()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if extra is not None:
-            self.params += [p for p in extra.parameters() if p.requires_grad]
-        if not self.uses_ddp:
-            rt.broadcast_parameters(self.model)
-            if extra is not None:
-                rt.broadcast_parameters(extra)
-        t = cfg.train
-        self.optimizer = make_optimizer(self.params, t)
-        self.meta = {
-            "phase_names": list(ds.phase_names), "tool_names": list(ds.tool_names),
-            "instruments": list(self.instruments), "horizon": float(cfg.task.horizon),
-            "fps": float(ds.fps), "size": [int(x) for x in ds.size],
-            "preprocess": self.model.preprocess, "dataset_root": str(cfg.data.root),
-            "split": cfg.data.split, "causal": bool(self.model.is_causal),
-        }
-        # progress counters
-        self.epoch, self.step_in_epoch, self.step = 0, 0, 0
-        self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
-        self.rows: list[dict] = []
-        self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
-        if self.resume:
-            self._load_resume()
-        if rt.is_main:
-            atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.resume else None)
-
     @property
     def uses_ddp(self) -> bool:
         return self.strategy.uses_ddp_forward
 
     # ---------------------------------------------------------------- checkpoints
-    def _gather_resume_state(self) -> list:
-        """Every rank's RNG states and strategy state (carried LSTM/TCN state), on every rank."""
-        mine = {"rng": get_rng_state({"augment": self.generator}),
-                "strategy": self.strategy.state_dict()}
-        return self.rt.gather_object(mine)
-
-    def _checkpoint(self) -> dict:
-        ranks = self._gather_resume_state()
-        return {
-            "config": to_dict(self.cfg),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-            "rng": [r["rng"] for r in ranks],
-            "strategy": [r["strategy"] for r in ranks],
-            "world_size": self.rt.world_size,
-            "meta": self.meta,
-            "best": dict(self.best),
-        }
+    def _progress(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+                "best": dict(self.best)}
 
     def save(self, best: bool = False) -> None:
-        ckpt = self._checkpoint()  # collective: all ranks call it
-        if self.rt.is_main:
-            save_checkpoint(self.last_path, ckpt)
-            if best:
-                save_checkpoint(self.best_path, ckpt)
+        self.ckpt.save(self._progress(), best=best)  # collective: all ranks call it
 
     def _load_resume(self) -> None:
-        if not self.last_path.exists():
-            self.log(f"--resume: no checkpoint in {self.ckpt_dir}; starting a new run")
+        progress = self.ckpt.restore()
+        if progress is None:
             self.resume = False
             return
-        ckpt = load_checkpoint(self.last_path)
-        diffs = config_differences(ckpt["config"], to_dict(self.cfg))
-        if diffs:
-            raise SurgflowError(f"--resume: {self.last_path} was written by a different config; "
-                                f"differing keys: {'; '.join(diffs)}. Resume with the run's own "
-                                f"config ({self.out / 'config.yaml'}) or start a new --out")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.epoch, self.step, self.step_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"]
-        self.best = dict(ckpt.get("best") or self.best)
-        if ckpt.get("world_size", 1) == self.rt.world_size:
-            r = self.rt.rank
-            set_rng_state(ckpt["rng"][r], {"augment": self.generator})
-            self._pending = dict(ckpt["strategy"][r])
-        else:
-            self.log(f"--resume: checkpoint from {ckpt.get('world_size')} process(es), now "
-                     f"{self.rt.world_size}: RNG streams and carried states restart (not bit-exact)")
-            self._pending = {k: v for k, v in ckpt["strategy"][0].items() if k != "carry"}
-        if self.step_in_epoch == 0:  # an epoch starts with fresh states
-            self._pending.pop("carry", None)
-        if self.rt.is_main and (self.out / "metrics.csv").exists():
-            with open(self.out / "metrics.csv", newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if float(r["epoch"]) <= self.epoch]
+        self.epoch, self.step, self.step_in_epoch = (progress["epoch"], progress["step"],
+                                                     progress["step_in_epoch"])
+        self.best = dict(progress.get("best") or self.best)
+        self._pending = progress["pending_strategy"]
+        self.metrics.resume_rows(self.epoch)
         self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step} "
                  f"({self.step_in_epoch} into the epoch)")
 
     # ---------------------------------------------------------------- metrics
-    def _write_metrics(self, row: dict) -> None:
-        if not self.rt.is_main:
-            return
-        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        keys: list[str] = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
-        w.writeheader()
-        w.writerows(self.rows)
-        atomic_write_text(self.out / "metrics.csv", buf.getvalue())
-        for k, v in row.items():
-            if isinstance(v, float) and k not in ("epoch", "step") and math.isfinite(v):
-                self.tb.add_scalar(k, v, self.step)
-        self.tb.flush()
-
     def _improved(self, metrics: dict, epoch_done: float) -> bool:
         name = self.cfg.train.best_metric
         if name not in metrics or not math.isfinite(metrics[name]):
@@ -354,7 +293,7 @@ class Trainer:
         row = {"epoch": epoch_done, "step": self.step,
                **{f"train/{k}": v for k, v in train_logs.items()}, **metrics,
                "lr": float(self.optimizer.param_groups[0]["lr"]), "frames_per_s": fps}
-        self._write_metrics(row)
+        self.metrics.write_row(row, self.step)
         if self.rt.is_main:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k not in ("epoch", "step", "lr") and isinstance(v, float))
@@ -420,11 +359,10 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{res.loss:.4f}", fps=f"{fps:.1f}")
                     if t.log_every and self.step % t.log_every == 0 and rt.is_main:
-                        self.tb.add_scalar("train/step_loss", res.loss, self.step)
-                        self.tb.add_scalar("train/frames_per_s", fps, self.step)
-                        self._log_file.write(f"step {self.step}: loss {res.loss:.4f}, "
-                                             f"grad norm {gnorm:.3g}, {fps:.1f} frames/s\n")
-                        self._log_file.flush()
+                        self.metrics.scalars({"train/step_loss": res.loss,
+                                              "train/frames_per_s": fps}, self.step)
+                        self.metrics.write_line(f"step {self.step}: loss {res.loss:.4f}, grad norm "
+                                                f"{gnorm:.3g}, {fps:.1f} frames/s")
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save()
                 t_train = time.perf_counter() - t0
@@ -454,12 +392,7 @@ class Trainer:
         }
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        self.metrics.close()
         self.rt.close()
 
 

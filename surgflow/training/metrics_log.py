@@ -1,0 +1,97 @@
+"""What a run records: log.txt (and stderr), metrics.csv (one row per epoch) and TensorBoard.
+
+Only rank 0 writes; on other ranks every method is a no-op, so the trainer calls them everywhere.
+metrics.csv is rewritten atomically from all rows at each epoch end (a crash never leaves half a row).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from surgflow.io_utils import atomic_write_text
+
+
+class MetricsLogger:
+    def __init__(self, out: Path, is_main: bool):
+        self.out, self.is_main = Path(out), is_main
+        self.rows: list[dict] = []
+        self.tb = None
+        self._file = None
+
+    @property
+    def csv_path(self) -> Path:
+        return self.out / "metrics.csv"
+
+    def open(self) -> None:
+        """log.txt in append mode (a resumed run continues the same log)."""
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.out / "log.txt", "a", encoding="utf-8")
+
+    def open_tensorboard(self, purge_step: Optional[int] = None):
+        """TensorBoard writer in out/tb; on resume, events after `purge_step` are dropped."""
+        if self.is_main and self.tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=purge_step)
+        return self.tb
+
+    # ---- log.txt ----
+    def log(self, msg: str) -> None:
+        """A timestamped line on stderr and in log.txt."""
+        if not self.is_main:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        print(line, file=sys.stderr, flush=True)
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        """A line in log.txt only (per-step lines would flood the terminal)."""
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    # ---- metrics.csv + TensorBoard ----
+    def resume_rows(self, epoch: float) -> None:
+        """Keep the rows of epochs <= `epoch` from an interrupted run's metrics.csv."""
+        if self.is_main and self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if float(r["epoch"]) <= epoch]
+
+    def write_row(self, row: dict, step: int) -> None:
+        """Append one epoch row to metrics.csv (rewritten atomically) and its floats to TensorBoard."""
+        if not self.is_main:
+            return
+        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.csv_path, buf.getvalue())
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, float) and k not in ("epoch", "step") and math.isfinite(v):
+                    self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+    def scalars(self, values: dict, step: int) -> None:
+        if self.tb is not None:
+            for k, v in values.items():
+                if math.isfinite(v):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
