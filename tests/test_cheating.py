@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
 
-from surgflow.audit.cheating import ROWS, conclusion  # noqa: E402
+from surgflow.experiments.cheating import ROWS, conclusion  # noqa: E402
 
 
 def _rows(cheat, bn, frozen, free, std=0.001):
@@ -64,7 +64,7 @@ def test_quick_experiment(tmp_path, capsys):
     assert (out / "eval" / "seed0" / "bn_cheat" / "NONCAUSAL_scores.json").is_file()
     assert "Ranking by wMAE" in capsys.readouterr().out
     # a different setup in the same folder is refused rather than mixed
-    from surgflow.audit.cheating import CheatingSetup, run_cheating_experiment
+    from surgflow.experiments.cheating import CheatingSetup, run_cheating_experiment
     from surgflow.io_utils import SurgflowError
 
     with pytest.raises(SurgflowError, match="another setup"):

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from surgflow.cli import main
-from surgflow.demo import conclusion, markdown_to_html
+from surgflow.experiments.demo import conclusion
+from surgflow.experiments.report import markdown_to_html
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path):
@@ -30,6 +31,12 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
         wmae = summary["scores"][key]["anticipation"]["mean"]["wMAE"]
         assert 0 <= acc <= 100 and math.isfinite(wmae) and wmae >= 0
     assert (out / "runs" / "bn_free" / "checkpoints" / "best.pt").is_file()
+    # frames keep the 160x90 video's 16:9 aspect: stored (H, W) = (36, 64), not 64 tall x 36 wide
+    from surgflow.data.store import PreparedDataset
+
+    ds = PreparedDataset(out / "data" / "prepared")
+    assert ds.size == (36, 64)
+    assert ds.read_frames(ds.videos[0], 0, 1).shape == (1, 36, 64, 3)
 
 
 def test_demo_refuses_a_folder_with_other_files(tmp_path, capsys):

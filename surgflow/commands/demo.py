@@ -9,7 +9,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from surgflow.demo import run_demo
+    from surgflow.experiments.demo import run_demo
 
     run_demo(args.out, quick=args.quick, seed=args.seed)
     return 0

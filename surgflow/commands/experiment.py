@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import time
 
-    from surgflow.audit.cheating import run_cheating_experiment
+    from surgflow.experiments.cheating import run_cheating_experiment
 
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)

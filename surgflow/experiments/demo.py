@@ -6,14 +6,13 @@ and the BN model also in train mode ("cheat"), audit both, and write report.md /
 """
 from __future__ import annotations
 
-import html
-import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
+from surgflow.experiments import report as rep
+from surgflow.io_utils import SurgflowError, atomic_write_json
 
 DEMO_MARKER = ".surgflow-demo"
 
@@ -23,7 +22,7 @@ class DemoSettings:
     videos: int
     min_seconds: int
     max_seconds: int
-    size: tuple[int, int]  # prepared (W, H)
+    size: tuple[int, int]  # prepared (H, W), from 160x90 (16:9) video
     backbone: str
     seq_len: int
     lanes: int
@@ -35,9 +34,9 @@ class DemoSettings:
 # Both models share one small ResNet: BatchNorm (native) vs the same network with every BatchNorm
 # replaced by GroupNorm (BN-free, like the paper's ResNet-50-GN). From-scratch ConvNeXts start too
 # slowly (layer-scale init 1e-6) for a CPU demo of minutes.
-FULL = DemoSettings(videos=12, min_seconds=60, max_seconds=120, size=(112, 64), backbone="test_resnet",
+FULL = DemoSettings(videos=12, min_seconds=60, max_seconds=120, size=(64, 112), backbone="test_resnet",
                     seq_len=16, lanes=1, epochs=14, lr=1e-3, horizon=1.0)
-QUICK = DemoSettings(videos=6, min_seconds=40, max_seconds=60, size=(64, 48), backbone="test_resnet",
+QUICK = DemoSettings(videos=6, min_seconds=40, max_seconds=60, size=(36, 64), backbone="test_resnet",
                      seq_len=16, lanes=1, epochs=3, lr=1e-3, horizon=0.5)
 
 
@@ -130,13 +129,12 @@ def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int =
     timings["audit"] = time.time() - t0 - sum(timings.values())
     timings["total"] = time.time() - t0
 
-    report = write_report(out, s, runs, scores, audits, timings, quick)
-    print(f"\nDemo finished in {timings['total']:.0f} s. Read {report}")
-    return report
+    md = write_report(out, s, runs, scores, audits, timings, quick)
+    print(f"\nDemo finished in {timings['total']:.0f} s. Read {md}")
+    return md
 
 
-def _fmt(x, digits=1) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+_fmt = rep.fmt
 
 
 def _get(d: dict, *keys):
@@ -151,7 +149,7 @@ def write_report(out: Path, s: DemoSettings, runs, scores, audits, timings, quic
     lines = ["# surgflow demo report", ""]
     lines += [
         f"Synthetic Cholec80-layout data: {s.videos} videos of {s.min_seconds}-{s.max_seconds} s, prepared "
-        f"at 1 fps and {s.size[0]}x{s.size[1]} px, split `auto` (sorted videos, 60/20/20 train/val/test). "
+        f"at 1 fps and {s.size[1]}x{s.size[0]} px (WxH), split `auto` (sorted videos, 60/20/20 train/val/test). "
         f"Both models: timm `{s.backbone}` CNN (once with BatchNorm, once with GroupNorm) + 1-layer LSTM trained end to end with carried hidden state "
         f"(carry_hidden, {s.lanes} lanes x T={s.seq_len}), phase recognition + instrument anticipation "
         f"(horizon {s.horizon} min), {s.epochs} epochs, AdamW lr {s.lr}. Best checkpoint chosen on validation.",
@@ -191,11 +189,11 @@ def write_report(out: Path, s: DemoSettings, runs, scores, audits, timings, quic
                      f"{_fmt(mean.get('wMAE'), 3)} |")
     lines += ["", conclusion(wmae), ""]
     lines += ["## BatchNorm audit", ""]
-    for key, rep in audits.items():
-        verdict = "LEAKS" if rep.leaks else "passes"
+    for key, arep in audits.items():
+        verdict = "LEAKS" if arep.leaks else "passes"
         lines.append(f"### {runs[key]['title']} ({runs[key]['backbone']}): {verdict}")
         lines.append("")
-        for f in rep.findings:
+        for f in arep.findings:
             lines.append(f"- {f.verdict.rstrip('.')}." + (f" Fix: {f.fix}" if getattr(f, "fix", None) else ""))
         lines.append("")
     lines += ["## Plots", ""]
@@ -220,14 +218,10 @@ def write_report(out: Path, s: DemoSettings, runs, scores, audits, timings, quic
     if quick:
         lines.append("This was `--quick`: a smoke test with tiny models and 2 epochs; its numbers mean little.")
     text = "\n".join(lines) + "\n"
-    report = out / "report.md"
-    atomic_write_text(report, text)
-    atomic_write_text(out / "report.html", markdown_to_html(text))
-    from surgflow.evaluation.score import write_json
-
-    write_json({"scores": {k: v["scores"] for k, v in scores.items()}, "timings": timings},
-               out / "summary.json")
-    return report
+    md, _ = rep.write_markdown(out / "report.md", text, "surgflow demo report")
+    atomic_write_json(out / "summary.json", rep.json_safe(
+        {"scores": {k: v["scores"] for k, v in scores.items()}, "timings": timings}))
+    return md
 
 
 def conclusion(wmae: dict) -> str:
@@ -247,39 +241,3 @@ def conclusion(wmae: dict) -> str:
     else:
         parts.append(f"the BN-free model ({free:.3f}) does not beat the honest BatchNorm model here")
     return "Conclusion: " + "; ".join(parts) + "."
-
-
-def markdown_to_html(text: str) -> str:
-    """A small renderer for the report's own markdown (headings, tables, lists, images)."""
-    body, in_table = [], False
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-                body.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
-                continue
-            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("![") and "](" in line:
-            alt, src = line[2:].split("](", 1)
-            body.append(f'<p><img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}" width="640"></p>')
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:900px;margin:auto}td,th{border:1px solid #ccc;padding:4px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" + \
-        "\n".join(body) + "</body></html>\n"
-

@@ -18,19 +18,16 @@ is tuned to produce an outcome.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from surgflow.io_utils import SurgflowError, atomic_path, atomic_write_json, atomic_write_text
+from surgflow.experiments import report as rep
+from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
 
 METRICS = ("inMAE", "outMAE", "wMAE")
 
@@ -170,38 +167,17 @@ def _train(cfg, run_dir: Path) -> None:
     train(cfg, run_dir, resume=last.exists())
 
 
-def _loss_curve(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, loss) from the run's log.txt (log_every=1), else per-epoch train/loss of metrics.csv."""
-    points: dict[int, float] = {}
-    log = run_dir / "log.txt"
-    if log.is_file():
-        for m in re.finditer(r"^step (\d+): loss ([-+0-9.eE]+|nan|inf)", log.read_text(), re.M):
-            points[int(m.group(1))] = float(m.group(2))
-    if not points and (run_dir / "metrics.csv").is_file():
-        with open(run_dir / "metrics.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                if r.get("train/loss"):
-                    points[int(float(r["step"]))] = float(r["train/loss"])
-    return sorted(points.items())
+def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(epoch, mean training loss of that epoch) from the trainer's metrics.csv."""
+    return rep.curve(run_dir, "train/loss")
 
 
 # --------------------------------------------------------------------------- results
 def _stats(values: list[float]) -> dict:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    return {"mean": float(v.mean()) if v.size else float("nan"),
-            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0 if v.size else float("nan"),
-            "values": [float(x) if x is not None else float("nan") for x in values]}
-
-
-def _json_safe(obj):
-    """JSON has no NaN: undefined values become null."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
+    st = rep.seed_stats(values)
+    if st["n"] == 1:
+        st["std"] = 0.0
+    return st
 
 
 def _fmt(m: float, s: float, n: int = 2) -> str:
@@ -307,7 +283,7 @@ def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wa
         "Instrument anticipation trained end to end with carried LSTM state (`carry_hidden`): each "
         f"batch holds T = {s.seq_len} consecutive frames of one video, so BatchNorm in train mode "
         "normalises frame t with statistics that include frames after t.", "",
-        "| evaluation | inMAE (min) | outMAE (min) | wMAE (min) | train loss (last 10% of steps) |",
+        "| evaluation | inMAE (min) | outMAE (min) | wMAE (min) | train loss, last epoch |",
         "|---|---|---|---|---|",
     ]
     for k, (variant, cheat, label) in ROWS.items():
@@ -327,7 +303,7 @@ def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wa
     ]
     if plot:
         lines += ["## Training loss", "", f"![training loss]({plot})", "",
-                  "Mean over seeds of the per-step training loss (anticipation SmoothL1 + 0.01 x CE)."
+                  "Mean over seeds of the per-epoch training loss (anticipation SmoothL1 + 0.01 x CE)."
                   " A BN model that reads the future can reach a lower training loss.", ""]
     lines += [
         "## Setup", "",
@@ -357,42 +333,11 @@ def _instruments() -> list[str]:
     return list(TaskConfig().instruments)
 
 
-def _plot(curves: dict, path: Path) -> Optional[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    drawn = False
-    for variant, per_seed in curves.items():
-        per_seed = [c for c in per_seed if c]
-        if not per_seed:
-            continue
-        steps = sorted(set.intersection(*[{st for st, _ in c} for c in per_seed]))
-        if not steps:
-            continue
-        means = [float(np.mean([dict(c)[st] for c in per_seed])) for st in steps]
-        # smoothing so the trend is visible: running mean over ~5% of the steps
-        k = max(1, min(len(means), len(means) // 20 or 1, 25))
-        smooth = np.convolve(means, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, label=VARIANTS[variant][1])
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    n = max(len([c for c in v if c]) for v in curves.values())
-    ax.set_title(f"training loss (mean over {n} seed{'s' if n != 1 else ''}, running mean "
-                 f"over {k} step{'s' if k != 1 else ''})", fontsize=10)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path.name
+def _plot(run_dirs: dict, path: Path) -> Optional[str]:
+    runs = {VARIANTS[v][1]: dirs for v, dirs in run_dirs.items()}
+    png = rep.plot_training_curves(runs, [("train/loss", "training loss (per epoch)")], path,
+                                      title="cheating experiment: BN vs frozen BN vs GroupNorm")
+    return png.name if png else None
 
 
 def _job(out: str, s: CheatingSetup, variant: str, seed: int, prepared: str, split: str,
@@ -431,7 +376,8 @@ def _job(out: str, s: CheatingSetup, variant: str, seed: int, prepared: str, spl
             mean = ev["scores"]["anticipation"]["mean"]
             evals[row] = {"run_dir": str(run_dir), "eval": ev["json"],
                           **{m: float(mean[m]) for m in METRICS}}
-    return {"seed": seed, "variant": variant, "curve": _loss_curve(run_dir), "evals": evals}
+    return {"seed": seed, "variant": variant, "run_dir": str(run_dir), "curve": _loss_curve(run_dir),
+            "evals": evals}
 
 
 def run_cheating_experiment(out, seeds: int = 3, quick: bool = False, device: str = "cpu",
@@ -501,15 +447,14 @@ def run_cheating_experiment(out, seeds: int = 3, quick: bool = False, device: st
                 report(f.result())
 
     results: dict[str, dict[str, list]] = {k: {m: [] for m in METRICS} for k in ROWS}
-    curves: dict[str, list] = {v: [] for v in VARIANTS}
+    run_dirs: dict[str, list] = {v: [] for v in VARIANTS}
     final_loss: dict[str, list] = {v: [] for v in VARIANTS}
     runs: dict[str, dict] = {}
     for res in sorted(done, key=lambda r: (r["seed"], list(VARIANTS).index(r["variant"]))):
         curve = res["curve"]
-        curves[res["variant"]].append(curve)
+        run_dirs[res["variant"]].append(res["run_dir"])
         if curve:
-            tail = [v for _, v in curve[-max(1, len(curve) // 10):]]
-            final_loss[res["variant"]].append(float(np.mean(tail)))
+            final_loss[res["variant"]].append(curve[-1][1])
         for row, e in res["evals"].items():
             for m in METRICS:
                 results[row][m].append(e[m])
@@ -518,14 +463,14 @@ def run_cheating_experiment(out, seeds: int = 3, quick: bool = False, device: st
     rows = {k: {m: _stats(results[k][m]) for m in METRICS} for k in ROWS}
     train_loss = {v: _stats(final_loss[v]) for v in VARIANTS if final_loss[v]}
     concl = conclusion(rows, len(seed_list), train_loss)
-    plot = _plot(curves, out / "loss_curves.png")
+    plot = _plot(run_dirs, out / "loss_curves.png")
     wall = time.perf_counter() - t0
     command = (f"surgflow experiment cheating --seeds {seeds}{' --quick' if quick else ''} "
                f"--out {out}" + (f" --device {device}" if device != "cpu" else ""))
     runtime = f"{device}, {workers} training(s) in parallel, {threads or 'default'} torch thread(s) each"
     md = _markdown(s, seed_list, rows, concl, wall, train_loss, test_v, train_v, plot, command,
                    runtime)
-    atomic_write_text(out / "cheating.md", md)
+    rep.write_markdown(out / "cheating.md", md, "surgflow: the BatchNorm cheating experiment")
     result = {
         "experiment": "cheating", "setup": asdict(s), "seeds": seed_list,
         "rows": {k: {"label": ROWS[k][2], "NON-CAUSAL": ROWS[k][1], **rows[k]} for k in ROWS},
@@ -534,6 +479,6 @@ def run_cheating_experiment(out, seeds: int = 3, quick: bool = False, device: st
         "files": {"markdown": str(out / "cheating.md"), "json": str(out / "cheating.json"),
                   "plot": str(out / plot) if plot else None},
     }
-    atomic_write_json(out / "cheating.json", _json_safe(result))
+    atomic_write_json(out / "cheating.json", rep.json_safe(result))
     _log(f"done in {wall:.0f} s: {out / 'cheating.md'}")
     return result
