@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from surgflow.config import from_dict, to_dict
+from surgflow.data.augment import _GRAY, ClipAugment
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS
 from surgflow.models.model import build_model
 from surgflow.training.checkpoint import save_checkpoint
@@ -27,3 +28,15 @@ def make_checkpoint(path, head="lstm", online=True, size=SIZE, fps=1.0, seed=0):
                            "epoch": 0, "step": 0, "step_in_epoch": 0, "rng": {}, "meta": meta,
                            "best": 0.0})
     return path
+
+
+
+class ClipMeanContrast(ClipAugment):
+    """The ClipAugment of before issue 9, kept as a deliberately LEAKY augmentation for tests: contrast
+    blends every frame towards the mean grey of the whole clip, so frame t depends on frames after t
+    and on a lane's padding. Same random draws as ClipAugment."""
+
+    @staticmethod
+    def contrast_reference(x):
+        clip = x.mean(dim=(1, 3, 4)) @ torch.tensor(_GRAY, device=x.device, dtype=x.dtype)  # [B]
+        return clip[:, None].expand(x.shape[:2])  # [B, T]: pooled over time

@@ -49,9 +49,9 @@ def test_flags_batchnorm_in_train_mode_only():
     assert finding(r, "causality", "eval").value == pytest.approx(0.0, abs=1e-6)
     assert not finding(r, "batch_coupling", "eval").leak
     assert finding(r, "train_eval", "both").value > 0
-    n_bn = sum(n.batch_stats_train for n in r.norm_layers)
+    n_bn = sum(n.uses_batch_stats_in_train for n in r.norm_layers)
     assert n_bn > 0 and f"{n_bn} BatchNorm layers" in c.verdict
-    assert not any(n.batch_stats_eval for n in r.norm_layers)
+    assert not any(n.uses_batch_stats_in_eval for n in r.norm_layers)
     # auditing eval mode only: deployment is fine
     assert not audit_model(model, SHAPE, modes=("eval",)).leaks
 
@@ -78,7 +78,7 @@ def test_passes_safe_models(backbone, norm, head):
     r = audit_model(make(backbone, norm, head), SHAPE)
     assert not r.leaks, r.format()
     assert all(f.value < 1e-4 for f in r.findings if f.kind != "train_eval")
-    assert not any(n.batch_stats_train for n in r.norm_layers)
+    assert not any(n.uses_batch_stats_in_train for n in r.norm_layers)
     assert r.summary().startswith("PASS")
     assert finding(r, "train_eval", "both").value < 1e-4  # same behaviour in both modes
     if norm == "frozen_bn":

@@ -33,11 +33,11 @@ def test_identical_frames_stay_identical_and_sequences_differ():
 def test_moving_content_gets_the_same_transform():
     """Frame k of the clip is frame 0 shifted by k pixels; after augmentation frame k must equal the
     augmentation of (frame 0 shifted by k) with the same parameters, i.e. the transform is the same
-    for every frame. (Contrast is off: it uses the whole clip's mean, tested below.)"""
+    for every frame."""
     B, T, H, W = 3, 4, 24, 40
     base = smooth_images(B, H, W + T)
     clip = torch.stack([base[..., k:k + W] for k in range(T)], 1)  # [B, T, 3, H, W], content moves
-    aug = ClipAugment(**ALL_ON, contrast=0.0)
+    aug = ClipAugment(**ALL_ON)
     params = aug.sample_params(B, torch.Generator().manual_seed(3))
     out = aug.apply(clip, params)
     for k in range(T):  # augmenting frame k alone as a one-frame clip with the same parameters
@@ -49,17 +49,20 @@ def test_moving_content_gets_the_same_transform():
     assert not torch.allclose(per_frame, out, atol=1e-3)
 
 
-def test_contrast_is_one_pointwise_map_per_clip():
-    # frames of different brightness in one clip: contrast uses the clip's mean, so the intensity
-    # map is identical for all frames and equal pixel values map to equal outputs across frames.
+def test_contrast_uses_each_frame_own_mean_with_the_clip_parameters():
+    # frames of different brightness in one clip: contrast blends each frame towards its own mean
+    # grey (no mixing over time), with the same contrast factor for every frame of the clip.
     B, T = 2, 3
     x = torch.rand(B, T, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
     x[:, 1] += 0.4
-    x[:, 2, :, 0, 0] = x[:, 0, :, 0, 0]  # one shared pixel value across frames 0 and 2
+    x[:, 2] = x[:, 0]  # frames 0 and 2 identical
     aug = ClipAugment(**{**ALL_OFF, "p_color": 1.0})
-    out = aug(x, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(out[:, 2, :, 0, 0], out[:, 0, :, 0, 0])
+    params = aug.sample_params(B, torch.Generator().manual_seed(2))
+    out = aug.apply(x, params)
     assert not torch.equal(out, x)
+    torch.testing.assert_close(out[:, 2], out[:, 0])  # same content, same parameters
+    for k in range(T):  # each frame alone, same parameters: identical
+        torch.testing.assert_close(aug.apply(x[:, k:k + 1], params)[:, 0], out[:, k])
 
 
 def test_identity_when_all_probabilities_are_zero():
@@ -138,18 +141,20 @@ def test_rejects_bad_input():
 
 
 def test_colour_map_matches_torchvision():
-    """For one-frame clips (clip mean = image mean) and no clipping, the folded colour map equals
-    torchvision's brightness -> contrast -> saturation followed by the RGB shift."""
+    """Frame by frame (contrast uses the frame's own mean) and without clipping, the folded colour
+    map equals torchvision's brightness -> contrast -> saturation followed by the RGB shift."""
     from torchvision.transforms.v2 import functional as TF
 
-    x = 0.3 + 0.3 * torch.rand(3, 1, 3, 10, 12, generator=torch.Generator().manual_seed(0),
+    x = 0.3 + 0.3 * torch.rand(3, 2, 3, 10, 12, generator=torch.Generator().manual_seed(0),
                                dtype=torch.float64)
+    x[:, 1] *= 0.5  # a darker second frame: its own mean grey
     aug = ClipAugment(**{**ALL_OFF, "p_color": 1.0, "p_rgb_shift": 1.0}, saturation=0.2)
     params = aug.sample_params(3, torch.Generator().manual_seed(1))
     out = aug.apply(x, params)
     for b in range(3):
-        ref = TF.adjust_brightness(x[b, 0], float(params["brightness"][b]))
-        ref = TF.adjust_contrast(ref, float(params["contrast"][b]))
-        ref = TF.adjust_saturation(ref, float(params["saturation"][b]))
-        ref = ref + params["rgb_shift"][b].view(3, 1, 1)
-        torch.testing.assert_close(out[b, 0], ref.clamp(0, 1), atol=1e-6, rtol=0)
+        for k in range(2):
+            ref = TF.adjust_brightness(x[b, k], float(params["brightness"][b]))
+            ref = TF.adjust_contrast(ref, float(params["contrast"][b]))
+            ref = TF.adjust_saturation(ref, float(params["saturation"][b]))
+            ref = ref + params["rgb_shift"][b].view(3, 1, 1)
+            torch.testing.assert_close(out[b, k], ref.clamp(0, 1), atol=1e-6, rtol=0)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from surgflow.io_utils import SurgflowError
+from surgflow.models.backbones import NormLayer, norm_layers
 
 REL_TOL = 1e-5  # relative to the output's magnitude: above this a change is not float noise
 SCALE_FLOOR = 1e-3  # outputs near zero: compare against this magnitude instead
@@ -37,14 +38,6 @@ FIX_TRAIN_EVAL = ("frozen BatchNorm statistics (model.norm: frozen_bn), GroupNor
 
 
 # --------------------------------------------------------------------------- data classes
-@dataclass
-class NormLayer:
-    name: str
-    kind: str
-    batch_stats_train: bool  # normalises with statistics of the current batch in train mode
-    batch_stats_eval: bool
-
-
 @dataclass
 class Finding:
     kind: str  # causality | batch_coupling | train_eval | inventory
@@ -88,7 +81,7 @@ class AuditReport:
             "leaks": self.leaks,
             "verdict": self.summary(),
             "norm_counts": self.counts(),
-            "norm_layers": [asdict(n) for n in self.norm_layers],
+            "norm_layers": [n._asdict() for n in self.norm_layers],
             "findings": [_finite(asdict(f)) for f in self.findings],
         }
 
@@ -114,8 +107,8 @@ class AuditReport:
             for n in self.norm_layers:
                 seen.setdefault(n.kind, n)
             for kind, n in seen.items():
-                tr = sum(x.batch_stats_train for x in self.norm_layers if x.kind == kind)
-                ev = sum(x.batch_stats_eval for x in self.norm_layers if x.kind == kind)
+                tr = sum(x.uses_batch_stats_in_train for x in self.norm_layers if x.kind == kind)
+                ev = sum(x.uses_batch_stats_in_eval for x in self.norm_layers if x.kind == kind)
                 lines.append(f"  {kind:<28} {counts[kind]:>5}  {tr:>3} / {ev}")
         else:
             lines.append("normalisation layers: none")
@@ -146,66 +139,9 @@ def _finite(d: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- inventory
-_BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
-
-
-def _frozen_bn_types() -> tuple:
-    types: list = []
-    try:
-        from torchvision.ops import FrozenBatchNorm2d as TvFrozen
-        types.append(TvFrozen)
-    except Exception:  # pragma: no cover - torchvision is a dependency
-        pass
-    try:
-        from timm.layers import FrozenBatchNorm2d as TimmFrozen
-        types.append(TimmFrozen)
-    except Exception:  # pragma: no cover
-        pass
-    return tuple(types)
-
-
-def _walk_norm_layers(model: nn.Module) -> list[NormLayer]:
-    """Own inventory: every normalisation module and whether it uses batch statistics.
-
-    Train-mode behaviour is read from a train-mode copy, so a frozen BN that keeps itself in eval
-    mode (overriding train()) is reported as frozen."""
-    frozen = _frozen_bn_types()
-    train_copy = copy.deepcopy(model).train()
-    train_mods = dict(train_copy.named_modules())
-    out: list[NormLayer] = []
-    for name, m in model.named_modules():
-        kind = type(m).__name__
-        if frozen and isinstance(m, frozen):
-            out.append(NormLayer(name, kind, False, False))
-        elif isinstance(m, _BN_TYPES):
-            tm = train_mods.get(name, m)
-            no_running = m.running_mean is None or not m.track_running_stats
-            out.append(NormLayer(name, kind, bool(tm.training or no_running), bool(no_running)))
-        elif isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-                            nn.LocalResponseNorm)) or (
-                hasattr(nn, "RMSNorm") and isinstance(m, nn.RMSNorm)):
-            # per-sample normalisation: no statistics across the batch or the time axis
-            # (InstanceNorm with track_running_stats=False normalises per sample too)
-            out.append(NormLayer(name, kind, False, False))
-        elif "norm" in kind.lower() and not list(m.children()) and kind != "Identity":
-            out.append(NormLayer(name, kind, False, False))  # e.g. custom LayerNorm variants
-    return out
-
-
-def inventory(model: nn.Module) -> list[NormLayer]:
-    """Normalisation layers of `model`: the backbones module's own inventory when available
-    (it knows how frozen_bn is implemented), else a walk over the modules."""
-    try:
-        from surgflow.models.backbones import norm_layers  # type: ignore
-    except Exception:
-        norm_layers = None
-    if norm_layers is not None:
-        try:
-            rows = norm_layers(model)
-            return [NormLayer(str(n), str(k), bool(tr), bool(ev)) for n, k, tr, ev in rows]
-        except Exception:
-            pass
-    return _walk_norm_layers(model)
+# One inventory of normalisation layers, the backbones module's (it knows how frozen_bn and frozen
+# stages are implemented); no fallback, so a bug there shows instead of changing verdicts silently.
+inventory = norm_layers
 
 
 # --------------------------------------------------------------------------- running the model
@@ -283,6 +219,15 @@ def _head_name(model: nn.Module) -> Optional[str]:
     return type(head).__name__
 
 
+def causal_claim(model: nn.Module) -> Optional[bool]:
+    """What the model says of itself: its `is_causal`, else its temporal head's `causal` property;
+    None when it says nothing (the behavioural tests decide alone)."""
+    claim = getattr(model, "is_causal", None)
+    if not isinstance(claim, bool):
+        claim = getattr(getattr(model, "head", None), "causal", None)
+    return bool(claim) if isinstance(claim, bool) else None
+
+
 def _describe(model: nn.Module) -> str:
     bb = getattr(model, "backbone", None)
     head = _head_name(model)
@@ -341,8 +286,7 @@ def audit_model(model: nn.Module, input_shape: Optional[Sequence[int]] = None,
 
     flags = [(m, m.training) for m in model.modules()]  # restored exactly afterwards
     layers = inventory(model)
-    claim = getattr(model, "is_causal", None)
-    claim = bool(claim) if isinstance(claim, bool) else None
+    claim = causal_claim(model)
     report = AuditReport(model=_describe(model), input_shape=list(shape), t=t, modes=modes,
                          causal_claim=claim, norm_layers=layers)
     head = _head_name(model)
@@ -385,11 +329,11 @@ def audit_model(model: nn.Module, input_shape: Optional[Sequence[int]] = None,
 
 
 def _bn_count(layers: list[NormLayer], mode: str) -> int:
-    return sum((n.batch_stats_train if mode == "train" else n.batch_stats_eval) for n in layers)
+    return sum((n.uses_batch_stats_in_train if mode == "train" else n.uses_batch_stats_in_eval) for n in layers)
 
 
 def _layer_words(n: int, layers: list[NormLayer], mode: str) -> str:
-    kinds = sorted({n.kind for n in layers if (n.batch_stats_train if mode == "train" else n.batch_stats_eval)})
+    kinds = sorted({n.kind for n in layers if (n.uses_batch_stats_in_train if mode == "train" else n.uses_batch_stats_in_eval)})
     kind = "BatchNorm" if all("batchnorm" in k.lower() or "bn" in k.lower() for k in kinds) else "/".join(kinds)
     return f"{n} {kind} layer{'s' if n != 1 else ''}"
 
@@ -404,13 +348,12 @@ def _causality_finding(mode: str, value: float, rel: float, layers, head, claim,
     through = []
     if nbn:
         through.append(_layer_words(nbn, layers, mode))
-    if claim is False or (head in ("bilstm", "tcn_centered")):
+    if claim is False:
         through.append(f"its non-causal temporal head{f' ({head})' if head else ''}")
     if not through:
         through.append("an unidentified path (no normalisation layer uses batch statistics here, "
                        "so the temporal head or a custom layer reads ahead)")
-    fix = "; ".join(([FIX_BN] if nbn else []) + ([FIX_HEAD] if (not nbn or claim is False or head in
-                                                                ("bilstm", "tcn_centered")) else []))
+    fix = "; ".join(([FIX_BN] if nbn else []) + ([FIX_HEAD] if (not nbn or claim is False) else []))
     verdict = (f"in {mode} mode this model sees the future through {' and '.join(through)}: frame "
                f"t's output changes by {value:.3g} when frames after t change")
     why = ("trained on batches of consecutive frames, an online model (anticipation above all) can "

@@ -27,7 +27,7 @@ def batchnorm_train_layers(model: nn.Module) -> list[str]:
     """Names of the normalisation layers that use batch statistics in train mode."""
     from surgflow.audit.audit import inventory
 
-    return [n.name for n in inventory(model) if n.batch_stats_train]
+    return [n.name for n in inventory(model) if n.uses_batch_stats_in_train]
 
 
 def bn_pitfall_warning(model: nn.Module, cfg: Any) -> Optional[str]:

@@ -28,8 +28,9 @@ class ClipAugment:
 
     Defaults follow the paper's augmentation (shift 0.05, scale 0.05, rotation 15 deg at p 0.5,
     random crop of about 216/256 of the frame resized back, RGB shift 15/255, brightness/contrast),
-    made clip-consistent. Contrast blends towards the mean grey level of the whole clip, so that
-    every frame of a clip gets the same pointwise colour map.
+    made clip-consistent. Contrast blends each frame towards its OWN mean grey level (torchvision's
+    formula per frame): a mean over the clip would let frame t's pixels depend on frames after t
+    (and on a lane's padding), the same pooled-over-time leak as BatchNorm.
 
     Call: `aug(frames, generator=None)` with frames float [B, T, 3, H, W] in [0, 1] on any device ->
     float [B, T, 3, H, W] in [0, 1] on the same device. Random numbers come from `generator` (a CPU
@@ -124,14 +125,15 @@ class ClipAugment:
         return self.apply(frames, self.sample_params(frames.shape[0], generator))
 
     @staticmethod
-    def color_matrix(params: dict, clip_gray_mean: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """Brightness, contrast, saturation and RGB shift folded into one per-sequence affine colour
-        map x -> M x + c with M [B, 3, 3], c [B, 3] (on the device/dtype of the parameters).
+    def color_matrix(params: dict, frame_gray_mean: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Brightness, contrast, saturation and RGB shift folded into one affine colour map per
+        frame, x -> M x + c with M [B, 3, 3] (per sequence), c [B, T, 3] (per frame; T = 1 without
+        contrast), on the device/dtype of the parameters.
 
-        brightness: x * fb; contrast: fc * x + (1 - fc) * mean grey of the clip; saturation:
+        brightness: x * fb; contrast: fc * x + (1 - fc) * mean grey of the frame; saturation:
         fs * x + (1 - fs) * grey(x); RGB shift: + (dr, dg, db). torchvision's formulas, except that
         the intermediate clamps are dropped (they would break the composition into one map).
-        `clip_gray_mean` [B]: mean grey level of each clip (needed where contrast != 1).
+        `frame_gray_mean` [B, T]: mean grey level of each frame (needed where contrast != 1).
         """
         fb, fc, fs = params["brightness"], params["contrast"], params["saturation"]
         B = fb.shape[0]
@@ -139,10 +141,16 @@ class ClipAugment:
         eye = torch.eye(3, dtype=fb.dtype, device=fb.device).expand(B, 3, 3)
         S = fs[:, None, None] * eye + (1 - fs)[:, None, None] * w.expand(B, 3, 3)  # saturation
         M = (fb * fc)[:, None, None] * S
-        mean = torch.zeros_like(fb) if clip_gray_mean is None else clip_gray_mean
-        grey_level = (1 - fc) * fb * mean  # the contrast blend adds this grey to every channel
-        c = grey_level[:, None] * S.sum(-1) + params["rgb_shift"]
+        mean = torch.zeros_like(fb)[:, None] if frame_gray_mean is None else frame_gray_mean  # [B, T]
+        grey_level = ((1 - fc) * fb)[:, None] * mean  # [B, T]: contrast adds this grey to each channel
+        c = grey_level[..., None] * S.sum(-1)[:, None] + params["rgb_shift"][:, None]  # [B, T, 3]
         return M, c
+
+    @staticmethod
+    def contrast_reference(x: Tensor) -> Tensor:
+        """Grey level contrast blends towards: each frame's own mean grey, [B, T, 3, H, W] -> [B, T].
+        Never pool over T here: frame t would then depend on frames after t."""
+        return x.mean(dim=(3, 4)) @ torch.tensor(_GRAY, device=x.device, dtype=x.dtype)
 
     def apply(self, frames: Tensor, params: dict) -> Tensor:
         """Apply given per-sequence parameters to frames float [B, T, 3, H, W]."""
@@ -168,10 +176,10 @@ class ClipAugment:
             on_dev = {k: params[k].to(dev, dt) for k in ("brightness", "contrast", "saturation",
                                                          "rgb_shift")}
             mean = None
-            if bool((params["contrast"] != 1).any()):  # mean grey level of each whole clip [B]
-                mean = x.mean(dim=(1, 3, 4)) @ torch.tensor(_GRAY, device=dev, dtype=dt)
+            if bool((params["contrast"] != 1).any()):
+                mean = self.contrast_reference(x)  # [B, T]
             M, c = self.color_matrix(on_dev, mean)  # stays on the device: no host sync
-            c = c.reshape(B, 1, 3, 1, 1)
+            c = c.reshape(B, -1, 3, 1, 1)  # [B, T or 1, 3, 1, 1]
             if bool((params["saturation"] == 1).all()):  # M diagonal: one fused multiply-add
                 x = torch.addcmul(c, x, M.diagonal(dim1=1, dim2=2).reshape(B, 1, 3, 1, 1))
             else:  # mixes channels: out_i = sum_j M_ij x_j

@@ -10,6 +10,7 @@ BN-free families need no mode: `convnext_*` (LayerNorm), `resnet50_gn`, `nf_resn
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Union
 
@@ -23,7 +24,7 @@ from surgflow.registry import Registry
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# norm mode name -> function(model: nn.Module, gn_groups: int) -> nn.Module (converted in place)
+# norm mode name -> function(model: nn.Module, gn_groups: int, name: str) -> nn.Module (in place)
 BACKBONES: Registry = Registry("backbone norm mode")
 
 
@@ -55,12 +56,12 @@ def _frozen_class(cls: type) -> type:
 
 
 @BACKBONES.register("native")
-def _native(model: nn.Module, gn_groups: int) -> nn.Module:
+def _native(model: nn.Module, gn_groups: int, name: str = "") -> nn.Module:
     return model
 
 
 @BACKBONES.register("frozen_bn")
-def freeze_batchnorm(model: nn.Module, gn_groups: int = 32) -> nn.Module:
+def freeze_batchnorm(model: nn.Module, gn_groups: int = 32, name: str = "") -> nn.Module:
     """Swap the class of every BatchNorm (incl. SyncBatchNorm and timm's BatchNormAct2d) for a
     frozen-statistics subclass; the state_dict keys do not change, so pretrained weights still load."""
     for m in model.modules():
@@ -98,8 +99,29 @@ def _group_norm_like(bn: _BatchNorm, gn_groups: int) -> nn.Module:
     return gn.to(device=bn.weight.device if bn.affine else None)
 
 
+class PretrainedBatchNormWarning(UserWarning):
+    """norm: gn met BatchNorm layers holding trained statistics (the pretrained features are lost)."""
+
+
+def has_trained_bn_statistics(model: nn.Module) -> bool:
+    """True when some BatchNorm holds statistics other than the fresh ones (mean 0, var 1): the
+    weights come from training (a pretrained file or the hub), not from a random initialisation."""
+    for m in model.modules():
+        if isinstance(m, _BatchNorm) and m.running_mean is not None:
+            if bool(m.running_mean.any()) or not bool((m.running_var == 1).all()):
+                return True
+    return False
+
+
 @BACKBONES.register("gn")
-def batchnorm_to_groupnorm(model: nn.Module, gn_groups: int = 32) -> nn.Module:
+def batchnorm_to_groupnorm(model: nn.Module, gn_groups: int = 32, name: str = "") -> nn.Module:
+    if has_trained_bn_statistics(model):
+        warnings.warn(
+            f"model.norm: gn on backbone '{name or type(model).__name__}' with pretrained BatchNorm "
+            "weights: GroupNorm has no use for the BatchNorm running statistics, so only the affine "
+            "parameters are copied and the pretrained features are largely lost. Use natively "
+            "trained GroupNorm weights (model.backbone: resnet50_gn) or keep the pretrained "
+            "statistics with model.norm: frozen_bn", PretrainedBatchNormWarning, stacklevel=3)
     for name, m in list(model.named_modules()):
         for child_name, child in list(m.named_children()):
             if isinstance(child, _BatchNorm):
@@ -108,7 +130,7 @@ def batchnorm_to_groupnorm(model: nn.Module, gn_groups: int = 32) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# Inventory of normalisation layers (used by the audit and by full_context's safety check).
+# THE inventory of normalisation layers (the audit, its guards and full_context's safety check).
 
 
 class NormLayer(NamedTuple):
@@ -151,8 +173,8 @@ def norm_layers(module: nn.Module) -> list[NormLayer]:
             out.append(NormLayer(name, "LayerNorm2d", False, False))
         elif isinstance(m, (nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))):
             out.append(NormLayer(name, type(m).__name__, False, False))
-        elif isinstance(m, nn.modules.instancenorm._InstanceNorm):
-            out.append(NormLayer(name, type(m).__name__, False, False))
+        elif isinstance(m, (nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)):
+            out.append(NormLayer(name, type(m).__name__, False, False))  # per sample
         elif isinstance(m, (StdConv2d, ScaledStdConv2d)):  # NF nets: weight standardisation
             out.append(NormLayer(name, "weight_std", False, False))
     return out
@@ -205,7 +227,10 @@ def _stem_params(model: nn.Module) -> list[nn.Parameter]:
 
 
 def freeze_first_stages(model: nn.Module, k: int, name: str = "") -> int:
-    """Freeze the stem and the first k stages; returns the number of frozen parameters."""
+    """Freeze the stem and the first k stages, BatchNorm statistics included (their BatchNorms
+    become frozen-statistics layers, which stay in eval mode through model.train(): a frozen stage
+    in train mode would still normalise with, and update, statistics pooled over the batch's
+    frames). Returns the number of frozen parameters."""
     if k <= 0:
         return 0
     stem, stages = stem_and_stages(model, name)
@@ -215,6 +240,8 @@ def freeze_first_stages(model: nn.Module, k: int, name: str = "") -> int:
     params = _stem_params(model) + [p for m in stem + stages[:k] for p in m.parameters()]
     for p in params:
         p.requires_grad_(False)
+    for m in stem + stages[:k]:
+        freeze_batchnorm(m)
     return sum(p.numel() for p in params)
 
 
@@ -327,6 +354,6 @@ def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str,
             raise SurgflowError(f"model.pretrained: '{pretrained}' is a string; write true or false "
                                 "without quotes, or a weights file path")
         load_weights(model, pretrained, name)
-    BACKBONES.get(norm)(model, gn_groups)
+    BACKBONES.get(norm)(model, gn_groups, name)
     freeze_first_stages(model, freeze_stages, name)
     return Backbone(model, name, norm, channels_last)

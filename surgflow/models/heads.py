@@ -1,9 +1,14 @@
 """Temporal heads: per-frame features [B, T, D] -> temporal features [B, T, D_out].
 
 Every head has the same interface, so strategies, evaluation and ONNX export treat them alike:
-    y, state = head(x [B, T, D], state (tuple of tensors) or None, new_video bool[B] or None)
+    y, state = head(x [B, T, D], state (tuple of tensors) or None, new_video bool[B] or None,
+                    valid bool[B, T] or None)
     head.init_state(B, device, dtype) -> tuple;  head.reset(state, new_video);  head.detach(state)
-    head.causal: output at t depends only on inputs <= t (online tasks require it)
+    head.causal: output at t depends only on inputs <= t (online tasks require it; the audit and
+                 the whole-video loop read it)
+`valid` marks a lane's padding (False, always trailing: samplers pad the last chunk of a video).
+Causal heads need no mask (padding comes after every valid frame); offline heads would see it, so
+they mask it: a valid frame's output is the same as for the unpadded sequence.
     head.out_dim: D_out
 State is always a tuple of tensors (possibly empty) so it can cross an ONNX graph boundary.
 
@@ -50,6 +55,16 @@ class TemporalHead(nn.Module):
     def detach(state: State) -> State:
         return tuple(s.detach() for s in state)
 
+    @staticmethod
+    def lengths(valid: Optional[torch.Tensor], T: int) -> Optional[torch.Tensor]:
+        """Valid frames per lane int64 [B] (None: no padding); refuses padding that is not trailing."""
+        if valid is None or bool(valid.all()):
+            return None
+        n = valid.sum(1)  # [B]
+        if not bool((valid == (torch.arange(T, device=valid.device) < n[:, None])).all()):
+            raise ValueError("valid [B, T] must be a prefix per lane (padding at the end only)")
+        return n
+
     def _prepare(self, x, state, new_video) -> State:
         if state is None or len(state) == 0:
             return self.init_state(x.shape[0], x.device, x.dtype)
@@ -77,7 +92,7 @@ class _RNNHead(TemporalHead):
         z = torch.zeros(self.layers, batch_size, self.hidden, device=device, dtype=dtype)
         return tuple(z.clone() for _ in range(self.n_state))
 
-    def forward(self, x, state=None, new_video=None):
+    def forward(self, x, state=None, new_video=None, valid=None):
         state = self._prepare(x, state, new_video)  # each [L, B, H]
         hx = state if self.n_state == 2 else state[0]
         y, hx = self.rnn(x, hx)  # y [B, T, H]
@@ -110,8 +125,16 @@ class BiLSTMHead(_RNNHead):
     def init_state(self, batch_size, device=None, dtype=torch.float32):
         return ()
 
-    def forward(self, x, state=None, new_video=None):
-        y, _ = self.rnn(x)  # y [B, T, 2H]
+    def forward(self, x, state=None, new_video=None, valid=None):
+        n = self.lengths(valid, x.shape[1])
+        if n is None:
+            y, _ = self.rnn(x)  # y [B, T, 2H]
+            return y, ()
+        # packed: the backward direction starts at each lane's last valid frame, not at its padding
+        packed = nn.utils.rnn.pack_padded_sequence(x, n.clamp(min=1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        y, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True,
+                                                total_length=x.shape[1])  # [B, T, 2H], 0 on padding
         return y, ()
 
 
@@ -176,7 +199,7 @@ class CausalTCNHead(_TCNBase):
         return tuple(torch.zeros(batch_size, self.maps, layer.context, device=device, dtype=dtype)
                      for st in self.stages for layer in st.layers)
 
-    def forward(self, x, state=None, new_video=None):
+    def forward(self, x, state=None, new_video=None, valid=None):
         state = self._prepare(x, state, new_video)
         h = x.transpose(1, 2)  # [B, D, T]
         new_state, i = [], 0
@@ -198,13 +221,16 @@ class CenteredTCNHead(_TCNBase):
     def init_state(self, batch_size, device=None, dtype=torch.float32):
         return ()
 
-    def forward(self, x, state=None, new_video=None):
+    def forward(self, x, state=None, new_video=None, valid=None):
         h = x.transpose(1, 2)  # [B, D, T]
+        # padding -> zeros before every layer: the same zeros a sequence of only the valid frames
+        # is padded with, so valid outputs do not depend on the padding frames
+        keep = None if self.lengths(valid, x.shape[1]) is None else valid[:, None, :].to(h.dtype)
         for s, st in enumerate(self.stages):
             h = self._stage_input(s, h)
             for layer in st.layers:
                 half = layer.context // 2
-                h = layer(F.pad(h, (half, half)))
+                h = layer(F.pad(h if keep is None else h * keep, (half, half)))
         return h.transpose(1, 2), ()
 
 

@@ -72,16 +72,22 @@ class SurgflowModel(nn.Module):
         f = self.backbone(x)  # [B*T, D]
         return f.view(B, T, -1)  # [B, T, D]
 
-    def temporal(self, feats: torch.Tensor, state=None, new_video=None):
-        h, state = self.head(feats, state, new_video)  # [B, T, D_h], tuple
+    def temporal(self, feats: torch.Tensor, state=None, new_video=None, valid=None):
+        """valid: bool [B, T] (False on a lane's padding), for offline heads; None = all valid.
+
+        The head runs in fp32 with autocast off: its carried state stays fp32 across chunks (bf16
+        would round it at every chunk boundary), and CPU oneDNN has no bf16 LSTM."""
+        with torch.autocast(feats.device.type, enabled=False):
+            state = None if state is None else tuple(s.float() for s in state)
+            h, state = self.head(feats.float(), state, new_video, valid)  # [B, T, D_h], tuple
         h = self.drop(h)
         outputs = {}
         for task in self.tasks.values():
             outputs.update(task(h))  # e.g. "phase": [B, T, P]
         return outputs, state
 
-    def forward(self, frames: torch.Tensor, state=None, new_video=None):
-        return self.temporal(self.features(frames), state, new_video)
+    def forward(self, frames: torch.Tensor, state=None, new_video=None, valid=None):
+        return self.temporal(self.features(frames), state, new_video, valid)
 
     # -- training and decoding -------------------------------------------------------------------
     def loss(self, outputs: dict, batch, cfg=None):

@@ -95,7 +95,7 @@ def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int,
     feats = torch.cat(feats).view(B, T, -1).detach().requires_grad_(True)  # [B, T, D] leaf
 
     # (b) temporal head + losses with autograd; gradients w.r.t. the features
-    outputs, new_state = model.temporal(feats, state, new_video)
+    outputs, new_state = model.temporal(feats, state, new_video, getattr(batch, "valid", None))
     total, logs = model.loss(outputs, batch, cfg)
     total.backward()
     grad = feats.grad.reshape(B * T, 1, -1)  # [N, 1, D]

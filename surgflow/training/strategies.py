@@ -146,7 +146,8 @@ class CarryHidden(Strategy):
         batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
         x = self.inputs(batch)
         with self.rt.autocast():
-            outputs, state = self.fwd(x, state=self.state, new_video=batch.new_video)
+            outputs, state = self.fwd(x, state=self.state, new_video=batch.new_video,
+                                      valid=batch.valid)
         loss, logs = self.model.loss(outputs, batch, self.cfg)
         loss.backward()
         self.state = self.model.detach_state(state)  # truncated BPTT: carry values, not graphs
@@ -172,7 +173,8 @@ class Clips(Strategy):
         batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
         x = self.inputs(batch)
         with self.rt.autocast():
-            outputs, _ = self.fwd(x, state=None, new_video=batch.new_video)  # fresh state
+            outputs, _ = self.fwd(x, state=None, new_video=batch.new_video,
+                                  valid=batch.valid)  # fresh state
         loss, logs = self.model.loss(outputs, batch, self.cfg)
         loss.backward()
         return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
@@ -346,7 +348,7 @@ class TwoStage(Strategy):
             labels = batch.labels.to(self.rt.device)
             with self.rt.autocast():
                 outputs, _ = self.model.temporal(batch.feats.to(self.rt.device), None,
-                                                 labels.new_video)
+                                                 labels.new_video, labels.valid)
             loss, logs = self.model.loss(outputs, labels, self.cfg)
             loss.backward()
             return StepResult(float(loss.detach()), _to_float(logs), int(labels.valid.sum()))
