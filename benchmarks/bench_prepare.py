@@ -28,8 +28,9 @@ import numpy as np
 
 os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
 
-from surgflow.data.prepare import prepare, sample_frames  # noqa: E402
-from surgflow.data.store import decode_jpeg  # noqa: E402
+from surgflow.data.prepare import prepare  # noqa: E402
+from surgflow.data.store_format import decode_jpeg  # noqa: E402
+from surgflow.data.video import sample_frames  # noqa: E402
 from surgflow.data.synth import synthesize  # noqa: E402
 
 H, W = 216, 384

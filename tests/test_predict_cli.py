@@ -35,21 +35,6 @@ def _count_frames(path) -> tuple[int, tuple[int, int]]:
     return len(frames), (frames[0].height, frames[0].width)
 
 
-def test_sampler_matches_prepare(synthetic_raw):
-    """predict's container-level sampler + resize == prepare.sample_frames (same frames, pixels)."""
-    from surgflow.data.prepare import sample_frames as prepare_sample
-    from surgflow.online.predict import frame_to_rgb, open_video, sample_frames
-
-    path = Path(synthetic_raw) / "videos" / "video01.mp4"
-    for fps in (1.0, 2.5):
-        ref = list(prepare_sample(path, fps, SIZE))
-        c = open_video(str(path))
-        ours = [(i, frame_to_rgb(f, SIZE)) for i, f in sample_frames(c, fps)]
-        c.close()
-        assert len(ours) == len(ref) > 20
-        assert all(i == j and np.array_equal(a, b) for (i, a), (j, b) in zip(ours, ref))
-
-
 def test_predict_writes_score_readable_files_and_overlay(ckpt, synthetic_raw, tmp_path, capsys):
     video = Path(synthetic_raw) / "videos" / "video01.mp4"
     out, overlay = tmp_path / "pred", tmp_path / "overlay.mp4"
@@ -113,7 +98,7 @@ def test_truncated_stream_keeps_predictions_so_far(ckpt, synthetic_raw, tmp_path
 
 
 def test_bad_inputs_name_the_file(ckpt, tmp_path, capsys):
-    from surgflow.online.predict import open_video
+    from surgflow.data.video import open_video
 
     bad = tmp_path / "notavideo.mp4"
     bad.write_text("hello")

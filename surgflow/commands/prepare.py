@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "source frames (a missing last 1-fps tool row is always within it when > 0)")
     parser.add_argument("--videos", nargs="*", default=None, help="only these video names")
     parser.add_argument("--check", action="store_true", help="verify an already prepared OUT "
-                        "(frame counts, checksums) instead of preparing")
+                        "instead of preparing: every video complete (frame counts, checksums, none "
+                        "failed), and every raw video of RAW_ROOT prepared from unchanged sources")
 
 
 def run(args) -> int:
@@ -30,13 +31,16 @@ def run(args) -> int:
 
     out = Path(args.out)
     if args.check:
-        problems = check(out)
+        problems = check(out, args.layout, args.raw_root)
         if problems:
             print(f"{out}: {len(problems)} problem(s):", file=sys.stderr)
             for p in problems:
                 print(f"  {p}", file=sys.stderr)
+            print(f"fix: re-run `surgflow prepare {args.layout} {args.raw_root} {out}` (it redoes "
+                  f"exactly these videos)", file=sys.stderr)
             return 1
-        print(f"{out}: OK (every video in the manifest present, frame counts and checksums match)")
+        print(f"{out}: OK (every video of {args.raw_root} prepared from unchanged sources; frame "
+              f"counts and checksums match)")
         return 0
     size = parse_size(args.size)
     t0 = time.time()
@@ -46,6 +50,8 @@ def run(args) -> int:
     for name in res.done:
         e = res.manifest["videos"][name]
         print(f"  {name}: {e['frames']} frames from {e['decoded_frames']} decoded; {e['alignment']}")
+        for note in e.get("notes", []):
+            print(f"  {name}: {note}")
     print(f"time: {time.time() - t0:.1f} s")
     if res.failed:
         print(f"surgflow prepare: {len(res.failed)} video(s) failed (the others are prepared; "

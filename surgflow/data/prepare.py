@@ -1,43 +1,33 @@
 """`surgflow prepare`: decode every raw video once into a prepared frame store with aligned labels.
 
-Per video: decode sequentially with PyAV, keep the frame closest in time to each target time
-i / fps (exact rational timestamps), resize it (swscale), JPEG-encode it into one packed file, align
-the labels (row whose time is closest to i / fps: Cholec80 1-fps frame i <-> phase row 25 i), and
-write everything into a temporary folder that is renamed into place when complete. The manifest is
+Per video: decode sequentially (surgflow/data/video.py, shared with online predict), keep the
+frame closest in time to each target time i / fps, resize it, JPEG-encode it into one packed file
+(surgflow/data/store_format.py), align the labels (surgflow/data/alignment.py), and write
+everything into a temporary folder that is renamed into place when complete. The manifest is
 rewritten atomically after each finished video, so an interrupted run never leaves a video that
-looks finished; a re-run skips videos whose folder and checksum match the manifest.
-
-Per-video folder (storage "jpeg_packed", chosen by benchmarks/bench_prepare.py):
-    frames.bin   concatenated JPEG images (RGB, quality 90)
-    index.npy    int64 [N + 1] byte offsets of the images in frames.bin
-    phase.npy    int64 [N] phase ids (-1 = no label)
-    tools.npy    float32 [N, K] tool presence (only when the layout has tool labels)
-    meta.json    copy of the manifest entry (informative)
+looks finished. A re-run skips a video only when its stored data match the manifest's checksum
+AND its raw sources are unchanged (content hashes, surgflow/data/sources.py); otherwise it redoes
+the video and says why. One prepare at a time per OUT (a lock; see surgflow/outputs.py).
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
-from fractions import Fraction
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
-from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text, progress
-
-FORMAT_VERSION = 1
-STORAGE = "jpeg_packed"
-JPEG_QUALITY = 90
-DATA_FILES = ("frames.bin", "index.npy", "phase.npy", "tools.npy")
-CORRUPT_FIX = ("the file is corrupt, truncated or not a video: re-download or re-encode it "
-               "(e.g. `ffmpeg -i in.mp4 -c:v libx264 out.mp4`), or remove it from the raw folder")
+from surgflow.data.alignment import align_labels
+from surgflow.data.sources import source_changes, source_info
+from surgflow.data.store_format import (FORMAT_VERSION, JPEG_QUALITY, MANIFEST, STORAGE,
+                                        encode_jpeg, video_checksum)
+from surgflow.data.video import CORRUPT_FIX, rotation_note, sample_frames, vfr_note
+from surgflow.io_utils import SurgflowError, atomic_write_json, progress
+from surgflow.outputs import FolderLock, check_writable_dir
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,214 +41,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-# --------------------------------------------------------------------------------------------
-# decoding
-# --------------------------------------------------------------------------------------------
-def open_video(path: Path):
-    """Open a video with PyAV; SurgflowError naming the file and the fix if it cannot be read."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise SurgflowError(f"video file not found: {path}; add it or remove its annotation files")
-    try:
-        container = av.open(str(path))
-    except Exception as e:  # av.error.* (InvalidDataError, ...)
-        raise SurgflowError(f"{path}: cannot open video ({e}); {CORRUPT_FIX}") from None
-    if not container.streams.video:
-        container.close()
-        raise SurgflowError(f"{path}: no video stream; {CORRUPT_FIX}")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # frame threads: decoding stays sequential and in order
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not rate:
-        container.close()
-        raise SurgflowError(f"{path}: unknown frame rate; re-encode it with a constant frame rate")
-    return container, stream, Fraction(rate)
-
-
-def sample_by_timestamp(frames: Iterable, time_base, rate: Fraction,
-                        fps: float) -> Iterator[tuple[int, Any]]:
-    """Yield (target index i, decoded frame) for target times i / fps from frames decoded in order.
-
-    Target i takes the decoded frame whose timestamp (relative to the first frame) is closest to
-    i / fps (the earlier one on a tie); a frame may serve several targets when fps exceeds the
-    video's rate. Shared by `prepare` and online `predict`, so both sample the same frames.
-    """
-    step = Fraction(fps).limit_denominator(1000)
-    rate = Fraction(rate)
-    tb = Fraction(time_base) if time_base is not None else None
-    # Exact integer form of "i / step < t + 1 / (2 rate)" (emit every target before the midpoint
-    # to the next frame), with t = (pts - pts0) * tb or k / rate: Fractions per frame cost more
-    # than the resize of the frames kept.
-    p, q, r, s = step.numerator, step.denominator, rate.numerator, rate.denominator
-    a, b = (tb.numerator, tb.denominator) if tb is not None else (0, 1)
-    lhs_unit = 2 * q * b * r  # target i -> 2 i q b r
-    half = s * p * b
-    i, pts0 = 0, None
-    for k, frame in enumerate(frames):
-        if frame.pts is not None and tb is not None:
-            pts0 = frame.pts if pts0 is None else pts0
-            rhs = 2 * (frame.pts - pts0) * a * p * r + half
-        else:
-            rhs = 2 * k * s * p * b + half  # t = k / rate = k s / r
-        while i * lhs_unit < rhs:
-            yield i, frame
-            i += 1
-
-
-def frame_to_rgb(frame, size: Optional[tuple[int, int]] = None, reformatter=None) -> np.ndarray:
-    """A decoded av.VideoFrame -> uint8 RGB [H, W, 3], resized by swscale when `size` (H, W) is
-    given: the one resize of the store, shared by online prediction. Pass one
-    `av.video.reformatter.VideoReformatter` per video: reusing its swscale context is 3x faster
-    than a new one per frame, with identical pixels. (Not a module-wide cache: a context alive
-    when prepare forks its workers hangs them.)"""
-    if size is None:
-        return frame.to_ndarray(format="rgb24")
-    if reformatter is None:
-        from av.video.reformatter import VideoReformatter
-
-        reformatter = VideoReformatter()
-    h, w = int(size[0]), int(size[1])
-    return reformatter.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
-
-
-def _decode_checked(container, stream, path: Path, stats: dict) -> Iterator[Any]:
-    """Decode in order, counting frames; a decode error names the file and how far it got."""
-    frames = container.decode(stream)
-    stats["decoded_frames"] = 0
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        except Exception as e:
-            raise SurgflowError(f"{path}: decoding failed after {stats['decoded_frames']} frames ({e}); "
-                                f"{CORRUPT_FIX}") from None
-        stats["decoded_frames"] += 1
-        yield frame
-
-
-def sample_frames(path: Path, fps: float, size: Optional[tuple[int, int]] = None,
-                  stats: Optional[dict] = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode `path` once and yield (i, rgb uint8 [H, W, 3]) for target times i / fps
-    (the rule of `sample_by_timestamp`). `stats` receives decoded_frames, video_fps and
-    declared_frames."""
-    container, stream, rate = open_video(path)
-    stats = stats if stats is not None else {}
-    stats.update(video_fps=float(rate), declared_frames=int(stream.frames or 0))
-    try:
-        decoded = _decode_checked(container, stream, path, stats)
-        from av.video.reformatter import VideoReformatter
-
-        reformatter = VideoReformatter()
-        for i, frame in sample_by_timestamp(decoded, stream.time_base, rate, fps):
-            yield i, frame_to_rgb(frame, size, reformatter)
-    finally:
-        container.close()
-
-
-# --------------------------------------------------------------------------------------------
-# label alignment
-# --------------------------------------------------------------------------------------------
-def _rows_for(n: int, fps: float, label_fps: float) -> np.ndarray:
-    """Row index closest in time to each output frame i (time i / fps) at `label_fps`."""
-    t = np.arange(n, dtype=np.float64) / fps
-    return np.floor(t * label_fps + 0.5 + 1e-9).astype(np.int64)
-
-
-def align_labels(name: str, n_out: int, decoded: int, video_fps: float, fps: float, labels,
-                 max_mismatch: int, phase_file: str, tool_file: str = ""):
-    """Return (n_frames, phase [n], tools [n, K] or None, alignment text, label_rows, tool_rows).
-
-    Counts are compared in rows of each file: expected rows = ceil(decoded * label_fps / video_fps).
-    The tolerance is `max_mismatch` source frames converted to rows (at least one 1-fps tool row
-    when max_mismatch > 0). Within it: trailing output frames without a phase row are dropped
-    (truncate to the shorter), a missing final tool row is padded by repeating the last row,
-    extra rows are ignored. Beyond it: SurgflowError naming the video, both counts and the flag.
-    """
-    notes = []
-    phase_fps = labels.phase_fps or video_fps
-    R = len(labels.phase)
-    exp = math.ceil(decoded * phase_fps / video_fps - 1e-9)
-    tol = math.ceil(max_mismatch * phase_fps / video_fps - 1e-9)
-    if abs(R - exp) > tol:
-        raise SurgflowError(
-            f"video {name}: decoded {decoded} frames at {video_fps:g} fps, so {exp} phase rows at "
-            f"{phase_fps:g} fps are expected, but {phase_file} has {R} rows (difference "
-            f"{abs(R - exp)} > tolerance {tol} rows = --max-mismatch {max_mismatch} source frames); "
-            f"check that the annotation belongs to this video, or raise --max-mismatch")
-    rows = _rows_for(n_out, fps, phase_fps)
-    n = int(np.searchsorted(rows, R))  # rows is non-decreasing: keep frames with a phase row
-    if R == exp:
-        notes.append(f"phase: {R} rows = {decoded} decoded frames at {phase_fps:g} fps")
-    elif R < exp:
-        notes.append(f"phase: {exp - R} row(s) fewer than decoded frames (within tolerance {tol}): "
-                     f"truncated to the labelled part, dropped {n_out - n} output frame(s)")
-    else:
-        notes.append(f"phase: {R - exp} extra row(s) beyond the decoded frames (within tolerance "
-                     f"{tol}): ignored")
-    phase = labels.phase[rows[:n]].astype(np.int64)
-
-    tools, Rt = None, 0
-    if labels.tools is not None:
-        Rt = len(labels.tools)
-        t_exp = math.ceil(decoded * labels.tools_fps / video_fps - 1e-9)
-        t_tol = max(1 if max_mismatch > 0 else 0,
-                    math.ceil(max_mismatch * labels.tools_fps / video_fps - 1e-9))
-        if abs(Rt - t_exp) > t_tol:
-            raise SurgflowError(
-                f"video {name}: decoded {decoded} frames at {video_fps:g} fps, so {t_exp} tool rows "
-                f"at {labels.tools_fps:g} fps are expected, but {tool_file} has {Rt} rows "
-                f"(difference {abs(Rt - t_exp)} > tolerance {t_tol} rows); check that the "
-                f"annotation belongs to this video, or raise --max-mismatch")
-        trows = _rows_for(n, fps, labels.tools_fps)
-        padded = int((trows >= Rt).sum())
-        tools = labels.tools[np.minimum(trows, Rt - 1)].astype(np.float32)
-        if Rt == t_exp:
-            notes.append(f"tools: {Rt} rows = ceil({decoded} / {video_fps / labels.tools_fps:g})")
-        elif Rt < t_exp:
-            notes.append(f"tools: {t_exp - Rt} row(s) missing at the end (within tolerance "
-                         f"{t_tol}): padded {padded} output frame(s) by repeating the last row")
-        else:
-            notes.append(f"tools: {Rt - t_exp} extra row(s) ignored")
-    return n, phase, tools, "; ".join(notes), R, Rt
-
-
-# --------------------------------------------------------------------------------------------
-# per-video work
-# --------------------------------------------------------------------------------------------
-def video_checksum(folder: Path) -> str:
-    """sha256 over the stored frames and labels (file names included, meta.json excluded)."""
-    h = hashlib.sha256()
-    for name in DATA_FILES:
-        p = folder / name
-        if not p.exists():
-            continue
-        h.update(name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB uint8 [H, W, 3] -> JPEG bytes exactly as the store writes them."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _source_info(raw) -> dict:
-    info = {"video": str(raw.video_path), "files": {}}
-    for p in raw.sources:
-        p = Path(p)
-        info["files"][p.name] = p.stat().st_size if p.exists() else None
-    return info
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:  # inside the temporary folder; fsync before the folder rename
         np.save(f, arr)
@@ -270,6 +52,7 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
                   quality: int = JPEG_QUALITY, show_progress: bool = False) -> dict:
     """Prepare one RawVideo into out/<name>/ (via a temporary folder); returns its manifest entry."""
     labels = raw.load()  # annotation errors first: no decoding for a video that cannot be used
+    source = source_info(raw)  # before decoding: a file changed meanwhile is redone next time
     tmp = out / f".tmp-{raw.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -290,10 +73,11 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
                 raise SurgflowError(f"{raw.video_path}: no frame could be decoded; {CORRUPT_FIX}")
             phase_file = str(raw.sources[1]) if len(raw.sources) > 1 else ""
             tool_file = str(raw.sources[2]) if len(raw.sources) > 2 else ""
+            vfr = vfr_note(raw.video_path, stats, fps)
             try:
                 n, phase, tools, alignment, R, Rt = align_labels(
                     raw.name, n_out, stats["decoded_frames"], stats["video_fps"], fps, labels,
-                    max_mismatch, phase_file, tool_file)
+                    max_mismatch, phase_file, tool_file, why=vfr)
             except SurgflowError as e:
                 declared, decoded = stats["declared_frames"], stats["decoded_frames"]
                 if declared > decoded + max_mismatch:
@@ -308,6 +92,7 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
         _save_npy(tmp / "phase.npy", phase)
         if tools is not None:
             _save_npy(tmp / "tools.npy", tools)
+        notes = [x for x in (rotation_note(stats["rotation"]), vfr) if x]
         entry = {
             "status": "done",
             "frames": int(n),
@@ -318,8 +103,11 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
             "fps": float(fps),
             "size": [int(size[0]), int(size[1])],
             "video_fps": stats["video_fps"],
+            "rotation": int(stats["rotation"]),
+            "vfr": bool(stats["vfr"]),
+            "notes": notes,
             "checksum": video_checksum(tmp),
-            "source": _source_info(raw),
+            "source": source,
         }
         (tmp / "meta.json").write_text(json.dumps(entry, indent=2) + "\n")
         final = out / raw.name
@@ -356,30 +144,26 @@ class PrepareResult:
     skipped: list[str]  # already complete
     failed: dict[str, str]  # name -> message
     manifest: dict
+    redone: dict[str, str] = field(default_factory=dict)  # name -> why it was prepared again
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        atomic_write_text(probe, "ok")
-        probe.unlink()
-    except OSError as e:
-        raise SurgflowError(f"cannot write to output folder {out} ({e.strerror or e}); choose a "
-                            f"writable OUT or fix its permissions") from None
-
-
-def _entry_complete(out: Path, name: str, entry: dict, raw=None) -> bool:
+def _stale_reasons(out: Path, name: str, entry: Optional[dict], raw) -> list[str]:
+    """Why `name` must be (re)prepared; [] = complete and up to date."""
+    if not entry:
+        return ["not prepared yet"]
     folder = out / name
     if entry.get("status") != "done" or not (folder / "index.npy").is_file():
-        return False
-    if raw is not None and entry.get("source", {}).get("files") != _source_info(raw)["files"]:
-        return False  # the raw files changed since
-    return video_checksum(folder) == entry.get("checksum")
+        return ["interrupted (incomplete folder)"]
+    reasons = source_changes(entry.get("source", {}), raw)
+    if reasons:
+        return [f"raw source changed: {r}" for r in reasons]
+    if video_checksum(folder) != entry.get("checksum"):
+        return ["stored data do not match their checksum (corrupt or modified)"]
+    return []
 
 
 def load_manifest(out: Path) -> Optional[dict]:
-    path = Path(out) / "manifest.json"
+    path = Path(out) / MANIFEST
     if not path.is_file():
         return None
     try:
@@ -391,7 +175,8 @@ def load_manifest(out: Path) -> Optional[dict]:
 def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] = (216, 384),
             workers: int = 1, max_mismatch: int = 5, videos: Optional[list[str]] = None) -> PrepareResult:
     """Prepare every video of a raw dataset (see module docstring). Never raises for one bad
-    video: failures are collected in the result; the caller decides the exit status."""
+    video: failures are collected in the result (and in the manifest's `failed`); the caller
+    decides the exit status."""
     from surgflow.data.layouts import get_layout
 
     raw_root, out = Path(raw_root), Path(out)
@@ -402,7 +187,13 @@ def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] 
     raws = get_layout(layout)(raw_root)
     if videos is not None:
         raws = [r for r in raws if r.name in set(videos)]
-    _check_writable(out)
+    check_writable_dir(out, "output folder")
+    with FolderLock(out, "surgflow prepare", log=lambda m: print(m, file=sys.stderr)):
+        return _prepare_locked(layout, raw_root, out, raws, fps, size, workers, max_mismatch)
+
+
+def _prepare_locked(layout, raw_root: Path, out: Path, raws, fps, size, workers,
+                    max_mismatch) -> PrepareResult:
     header = {
         "format_version": FORMAT_VERSION, "layout": layout, "fps": float(fps),
         "size": [int(size[0]), int(size[1])], "storage": STORAGE,
@@ -411,28 +202,32 @@ def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] 
     }
     manifest = load_manifest(out)
     if manifest is None:
-        manifest = dict(header, raw_root=str(raw_root), videos={})
+        manifest = dict(header, raw_root=str(raw_root.resolve()), videos={}, failed={})
     else:
         for k, v in header.items():
             if manifest.get(k) != v:
                 raise SurgflowError(
-                    f"{out / 'manifest.json'}: this folder was prepared with {k}={manifest.get(k)!r}, "
+                    f"{out / MANIFEST}: this folder was prepared with {k}={manifest.get(k)!r}, "
                     f"now {k}={v!r}; use another OUT folder or delete {out}")
-    # stale temporary folders of an interrupted run
+        manifest.setdefault("failed", {})
+    # temporary folders of an interrupted run (we hold the lock: no other prepare is writing)
     for p in out.glob(".tmp-*"):
         shutil.rmtree(p, ignore_errors=True)
 
-    todo, skipped = [], []
+    todo, skipped, redone = [], [], {}
     for raw in raws:
         entry = manifest["videos"].get(raw.name)
-        if entry and _entry_complete(out, raw.name, entry, raw):
+        reasons = _stale_reasons(out, raw.name, entry, raw)
+        if not reasons:
             skipped.append(raw.name)
-        else:
-            todo.append(raw.name)
-            manifest["videos"].pop(raw.name, None)
-            if (out / raw.name).exists():
-                shutil.rmtree(out / raw.name)  # partial or stale: redo it
-    atomic_write_json(out / "manifest.json", manifest)
+            continue
+        todo.append(raw.name)
+        if entry:
+            redone[raw.name] = "; ".join(reasons)
+        manifest["videos"].pop(raw.name, None)
+        if (out / raw.name).exists():
+            shutil.rmtree(out / raw.name)  # partial or stale: redo it
+    atomic_write_json(out / MANIFEST, manifest)
 
     show = workers <= 1  # a per-video frame bar only when videos are done one at a time
     jobs = [(layout, str(raw_root), name, str(out), float(fps), tuple(size), int(max_mismatch), show)
@@ -444,10 +239,12 @@ def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] 
         if err is None:
             manifest["videos"][name] = entry
             manifest["videos"] = dict(sorted(manifest["videos"].items()))
-            atomic_write_json(out / "manifest.json", manifest)
+            manifest["failed"].pop(name, None)
             done.append(name)
         else:
             failed[name] = err
+            manifest["failed"][name] = err
+        atomic_write_json(out / MANIFEST, manifest)
         bar.set_postfix_str(name)
         bar.update(1)
 
@@ -465,7 +262,7 @@ def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] 
                     finish(*fut.result())
     finally:
         bar.close()
-    return PrepareResult(done, skipped, failed, manifest)
+    return PrepareResult(done, skipped, failed, manifest, redone)
 
 
 def prepare_dataset(layout: str, raw_root, out, fps: float = 1.0,
@@ -481,40 +278,67 @@ def prepare_dataset(layout: str, raw_root, out, fps: float = 1.0,
     return res
 
 
-def check(out) -> list[str]:
-    """Verify a prepared dataset; returns a list of problems (empty = OK)."""
+def _check_video(out: Path, name: str, entry: dict, tool_names) -> list[str]:
+    folder = out / name
+    if entry.get("status") != "done":
+        return [f"{name}: status {entry.get('status')!r}, not done; re-run prepare to redo it"]
+    if not folder.is_dir():
+        return [f"{name}: folder {folder} missing; re-run prepare to redo it"]
+    try:
+        index = np.load(folder / "index.npy")
+        phase = np.load(folder / "phase.npy")
+    except (OSError, ValueError) as e:
+        return [f"{name}: cannot read index/labels ({e}); re-run prepare to redo it"]
+    problems = []
+    n = entry.get("frames")
+    if len(index) != n + 1 or len(phase) != n:
+        problems.append(f"{name}: manifest says {n} frames, index has {len(index) - 1}, phase "
+                        f"labels {len(phase)}; re-run prepare to redo it")
+    size = (folder / "frames.bin").stat().st_size if (folder / "frames.bin").exists() else -1
+    if size != int(index[-1]):
+        problems.append(f"{name}: frames.bin has {size} bytes, index expects {int(index[-1])}; "
+                        f"re-run prepare to redo it")
+    if tool_names:
+        if not (folder / "tools.npy").exists() or len(np.load(folder / "tools.npy")) != n:
+            problems.append(f"{name}: tools.npy missing or of wrong length; re-run prepare")
+    if video_checksum(folder) != entry.get("checksum"):
+        problems.append(f"{name}: checksum mismatch (stored data changed or corrupt); re-run "
+                        f"prepare to redo it")
+    return problems
+
+
+def check(out, layout: Optional[str] = None, raw_root=None) -> list[str]:
+    """Verify a prepared dataset; returns a list of problems (empty = OK). Any video that is not
+    complete is a problem (failed, interrupted, corrupt), and so is an empty dataset. Given
+    `layout` and `raw_root`, raw videos not prepared and raw sources changed since are too."""
     out = Path(out)
     manifest = load_manifest(out)
     if manifest is None:
-        return [f"{out / 'manifest.json'}: missing; run `surgflow prepare` first"]
+        return [f"{out / MANIFEST}: missing; run `surgflow prepare` first"]
+    videos = manifest.get("videos", {})
     problems = []
-    for name, entry in progress(manifest.get("videos", {}).items(), desc="check", unit="video"):
-        folder = out / name
-        if not folder.is_dir():
-            problems.append(f"{name}: folder {folder} missing; re-run prepare to redo it")
-            continue
-        try:
-            index = np.load(folder / "index.npy")
-            phase = np.load(folder / "phase.npy")
-        except (OSError, ValueError) as e:
-            problems.append(f"{name}: cannot read index/labels ({e}); re-run prepare to redo it")
-            continue
-        n = entry.get("frames")
-        if len(index) != n + 1 or len(phase) != n:
-            problems.append(f"{name}: manifest says {n} frames, index has {len(index) - 1}, phase "
-                            f"labels {len(phase)}; re-run prepare to redo it")
-        size = (folder / "frames.bin").stat().st_size if (folder / "frames.bin").exists() else -1
-        if size != int(index[-1]):
-            problems.append(f"{name}: frames.bin has {size} bytes, index expects {int(index[-1])}; "
-                            f"re-run prepare to redo it")
-        if manifest.get("tool_names"):
-            if not (folder / "tools.npy").exists() or len(np.load(folder / "tools.npy")) != n:
-                problems.append(f"{name}: tools.npy missing or of wrong length; re-run prepare")
-        if video_checksum(folder) != entry.get("checksum"):
-            problems.append(f"{name}: checksum mismatch (stored data changed or corrupt); re-run "
-                            f"prepare to redo it")
+    for name, err in sorted(manifest.get("failed", {}).items()):
+        problems.append(f"{name}: failed to prepare: {err}")
+    for name, entry in progress(videos.items(), desc="check", unit="video"):
+        problems += _check_video(out, name, entry, manifest.get("tool_names"))
+    if not videos:
+        problems.append(f"{out}: no prepared video; run `surgflow prepare LAYOUT RAW_ROOT {out}`")
+    if raw_root is not None:
+        from surgflow.data.layouts import get_layout
+
+        raws = {r.name: r for r in get_layout(layout or manifest.get("layout", ""))(Path(raw_root))}
+        for name, raw in sorted(raws.items()):
+            if name not in videos:
+                if name not in manifest.get("failed", {}):
+                    problems.append(f"{name}: in {raw_root} but not prepared; re-run prepare")
+                continue
+            for r in source_changes(videos[name].get("source", {}), raw):
+                problems.append(f"{name}: raw source changed since prepare ({r}); re-run prepare "
+                                f"to redo it")
+        for name in sorted(set(videos) - set(raws)):
+            problems.append(f"{name}: prepared but no longer in {raw_root}")
     for p in out.glob(".tmp-*"):
-        problems.append(f"{p}: leftover temporary folder of an interrupted run (ignored; removed by "
+        problems.append(f"{p}: leftover temporary folder of an interrupted run (removed by "
                         f"the next prepare)")
     return problems
 
@@ -528,3 +352,5 @@ def print_summary(res: PrepareResult, out: Path, file=sys.stdout) -> None:
     print(f"prepared {len(res.done)} video(s), skipped {len(res.skipped)} already complete, "
           f"failed {len(res.failed)}; {len(res.manifest['videos'])} video(s), {n_frames} frames "
           f"in {out}", file=file)
+    for name, why in sorted(res.redone.items()):
+        print(f"  {name}: prepared again: {why}", file=file)

@@ -9,7 +9,6 @@ demand, so any range is one contiguous read; reads are thread-safe.
 """
 from __future__ import annotations
 
-import io
 import json
 import threading
 from pathlib import Path
@@ -18,18 +17,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from surgflow.data.splits import SUBSETS, resolve_split
+from surgflow.data.store_format import MANIFEST, STORAGE, decode_jpeg
 from surgflow.data.targets import anticipation_targets
 from surgflow.io_utils import SurgflowError
-
-
-def decode_jpeg(data) -> np.ndarray:
-    """JPEG bytes -> uint8 [H, W, 3] RGB."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        return np.asarray(img)
 
 
 class PreparedDataset:
@@ -37,7 +27,7 @@ class PreparedDataset:
                  _manifest: Optional[dict] = None, _split: Optional[dict] = None):
         self.root = Path(root)
         if _manifest is None:
-            path = self.root / "manifest.json"
+            path = self.root / MANIFEST
             if not path.is_file():
                 raise SurgflowError(f"{path}: not found; {self.root} is not a prepared dataset "
                                     f"(run `surgflow prepare LAYOUT RAW_ROOT {self.root}` first)")
@@ -45,9 +35,9 @@ class PreparedDataset:
                 _manifest = json.loads(path.read_text())
             except json.JSONDecodeError as e:
                 raise SurgflowError(f"{path}: unreadable ({e}); re-run surgflow prepare") from None
-            if _manifest.get("storage") != "jpeg_packed":
-                raise SurgflowError(f"{path}: unsupported storage {_manifest.get('storage')!r}; "
-                                    f"re-prepare with this version of surgflow")
+            if _manifest.get("storage") != STORAGE:
+                raise SurgflowError(f"{path}: unsupported storage {_manifest.get('storage')!r} "
+                                    f"(this surgflow reads {STORAGE!r}); re-prepare with this version")
         self.manifest = _manifest
         entries = _manifest.get("videos", {})
         available = sorted(v for v, e in entries.items() if e.get("status") == "done")
@@ -127,7 +117,14 @@ class PreparedDataset:
         data = self._get(video, "frames")
         out = np.empty((stop - start, *self.size, 3), np.uint8)
         for j, i in enumerate(range(start, stop)):
-            img = decode_jpeg(data[index[i]:index[i + 1]])
+            try:
+                img = decode_jpeg(data[index[i]:index[i + 1]])
+            except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / not a JPEG
+                raise SurgflowError(
+                    f"{self.root / video / 'frames.bin'}: frame {i} of video {video} cannot be "
+                    f"decoded ({e}); the prepared data of {video} are corrupt. Find every damaged "
+                    f"video with `surgflow prepare LAYOUT RAW_ROOT {self.root} --check`, then run "
+                    f"the same command without --check to redo them") from None
             if img.shape[:2] != self.size:
                 raise SurgflowError(f"{self.root / video}: frame {i} is {img.shape[:2]}, manifest "
                                     f"says {self.size}; re-run surgflow prepare")

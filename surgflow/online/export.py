@@ -56,10 +56,10 @@ def stream_frames(n: int, size: tuple[int, int], seed: int = 0, video: str | Non
     `video` (at 1 frame per decoded frame, prepare's resize) or smooth deterministic noise."""
     H, W = size
     if video is not None:
-        from surgflow.online.predict import frame_to_rgb, open_video
+        from surgflow.data.video import frame_to_rgb, open_video
 
         frames = []
-        container = open_video(video)
+        container, _, _ = open_video(video)
         try:
             for vf in container.decode(video=0):
                 frames.append(frame_to_rgb(vf, (H, W)))

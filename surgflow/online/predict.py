@@ -13,65 +13,20 @@ files are written and closed, and the summary says where and why it stopped.
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 
-from surgflow.data.prepare import frame_to_rgb  # the store's resize (swscale)
+from surgflow.data.store_format import roundtrip as store_roundtrip  # prepare's JPEG round trip
+from surgflow.data.video import frame_to_rgb, is_stream, open_video, rotation_note, sample_frames
 from surgflow.io_utils import SurgflowError, progress
-
-
-def is_stream(source: str) -> bool:
-    """URLs (rtsp://, http://, udp://, ...) and devices are streams; existing files are not."""
-    return "://" in str(source) or not Path(source).is_file()
-
-
-def open_video(source: str):
-    """Open a file or stream with PyAV; SurgflowError naming the source when it cannot be read."""
-    import av
-
-    if "://" not in str(source) and not Path(source).exists():
-        raise SurgflowError(f"video {source} does not exist; pass a video file or a stream URL")
-    try:
-        container = av.open(str(source), mode="r", timeout=(30.0, 30.0) if "://" in str(source) else None)
-    except Exception as e:  # av.error.* (InvalidDataError, HTTPError, ...) and OSError
-        raise SurgflowError(f"cannot open video {source}: {e}. Pass a video file or stream that "
-                            "ffmpeg can decode (e.g. mp4/h264)") from e
-    if not container.streams.video:
-        container.close()
-        raise SurgflowError(f"{source} has no video stream; pass a video file or stream")
-    return container
-
+from surgflow.outputs import check_output_file, check_writable_dir
 
 def resize_array(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB [h, w, 3] -> [H, W, 3] with the same resampler (swscale via PyAV)."""
     import av
 
     return frame_to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"), size)
-
-
-def store_roundtrip(img: np.ndarray) -> np.ndarray:
-    """JPEG-encode and decode a frame exactly as `surgflow prepare` stores it and the prepared
-    dataset reads it, so the model sees the frames `surgflow eval` sees (bit-identical)."""
-    from surgflow.data.prepare import JPEG_QUALITY, encode_jpeg
-    from surgflow.data.store import decode_jpeg
-
-    return decode_jpeg(encode_jpeg(img, JPEG_QUALITY))
-
-
-def sample_frames(container, fps: float) -> Iterator[tuple[int, Any]]:
-    """Decode sequentially, yield (target index i, av.VideoFrame) for target times i / fps, by
-    prepare's own rule (`surgflow.data.prepare.sample_by_timestamp`). Works on any opened
-    container (files and live streams); decode errors propagate to the caller, which keeps what
-    it has."""
-    from surgflow.data.prepare import sample_by_timestamp
-
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # frame threads; output order and pixels are unchanged
-    rate = Fraction(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
-    return sample_by_timestamp(container.decode(stream), stream.time_base, rate, fps)
 
 
 def _name_for(source: str) -> str:
@@ -119,13 +74,19 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
     out_dir = Path(out_dir)
     source = str(source)
     live = is_stream(source) if live is None else live
-    fps = float(fps or predictor.fps)
+    if fps is not None and not fps > 0:
+        raise SurgflowError(f"--fps {fps:g}: must be > 0 (leave it out to sample at the model's "
+                            f"{predictor.fps:g} fps)")
+    fps = float(predictor.fps if fps is None else fps)
     if abs(fps - predictor.fps) > 1e-6:
         log(f"note: sampling at {fps:g} fps while the model was trained at {predictor.fps:g} fps; "
             "predictions (and anticipation minutes) assume the model's rate")
     video = name or _name_for(source)
-    container = open_video(source)
-    vstream = container.streams.video[0]
+    check_writable_dir(out_dir, "prediction folder", "--out", keep=False)  # before any decoding
+    if render is not None:
+        check_output_file(render, "--render")
+    opened = open_video(source, live=live)
+    container, vstream, _rate = opened
     expected = None
     if not live and vstream.duration is not None and vstream.time_base is not None:
         expected = int(float(vstream.duration * vstream.time_base) * fps) + 1
@@ -139,18 +100,20 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
         renderer = OverlayRenderer(render, fps, predictor.phase_names, predictor.instruments,
                                    predictor.horizon, expected_frames=expected)
     predictor.reset()
-    from av.video.reformatter import VideoReformatter
-
-    reformatter = VideoReformatter()  # one swscale context for the whole video
     rows: dict[str, list[np.ndarray]] = {}
     latencies: list[float] = []
     stopped = None
+    stats: dict = {}
     # Files get a progress bar; streams print the per-frame latency instead.
     bar = None if live else progress(total=expected, unit="frame", desc=f"predict {video}")
     try:
         try:
-            for index, vframe in sample_frames(container, fps):
-                rgb = frame_to_rgb(vframe, predictor.size, reformatter)  # uint8 [H, W, 3], prepare's resize
+            # prepare's decoder, sampler, rotation and resize (surgflow/data/video.py); decode
+            # errors reach the handler below, which keeps the predictions made so far
+            for index, rgb, vframe in sample_frames(source, fps, predictor.size, stats,
+                                                    opened=opened, keep_frame=True, checked=False):
+                if index == 0 and stats.get("rotation"):
+                    log(f"note: {rotation_note(stats['rotation'])}")
                 if match_store:
                     rgb = store_roundtrip(rgb)
                 t0 = time.perf_counter()
@@ -160,7 +123,7 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
                     if key in pred:
                         rows.setdefault(key, []).append(pred[key])
                 if renderer is not None:
-                    renderer.write(vframe.to_ndarray(format="rgb24"), pred)
+                    renderer.write(frame_to_rgb(vframe), pred)
                 if bar is not None:
                     bar.update(1)
                 if live:
