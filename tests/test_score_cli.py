@@ -73,8 +73,14 @@ def test_predictions_at_25fps_are_subsampled(phase_dirs, tmp_path):
     for v, g in gts.items():  # a method that writes one row per 25-fps frame (the GT itself)
         raw = files.parse_phase_file(gt_dir / f"{v}-phase.txt", CHOLEC80_PHASES)[1]
         _write_pred(pred25 / f"{v}-phase.txt", raw)
-    g, p = files.load_phase_dirs(gt_dir, pred25, CHOLEC80_PHASES)
+    # equal row counts with only the default rate are ambiguous (issue 11.1): refused ...
+    with pytest.raises(SurgflowError, match="as many rows.*--gt-fps 1 .*--gt-fps 25"):
+        files.load_phase_dirs(gt_dir, pred25, CHOLEC80_PHASES)
+    # ... and subsampled like the ground truth once the rate is stated
+    notes = []
+    g, p = files.load_phase_dirs(gt_dir, pred25, CHOLEC80_PHASES, gt_fps=25, notes=notes)
     assert all((g[v] == p[v]).all() and (g[v] == gts[v]).all() for v in gts)
+    assert any("subsampled like the ground truth" in n for n in notes)
 
 
 @pytest.mark.parametrize("content,match", [

@@ -68,7 +68,11 @@ def _ranges(xs: list[int]) -> str:
     return ", ".join(parts)
 
 
+SPLIT_IDS: dict[str, dict[str, list[int]]] = {}  # named splits' official numbers (score --videos)
+
+
 def _ids_split(name: str, ids: dict[str, list[int]]):
+    SPLIT_IDS[name] = ids
     SPLITS.add(name, lambda available: _by_ids(name, available, ids))
 
 

@@ -4,41 +4,92 @@ Layout (ARCHITECTURE.md, "Prediction files"), one file per video in a directory:
     <video>-phase.txt          header `Frame\\tPhase`, one row per evaluated frame, name or 0-based id
     <video>-tool.txt           header `Frame\\t<tool>...`, probabilities or 0/1
     <video>-anticipation.txt   header `Frame\\t<instrument>...`, minutes
+    fps.json                   {"fps": rate of the rows, ...}: written by eval beside its files
 Ground truth is read in the official Cholec80 format (phase rows at 25 fps, tool rows every 25
 frames) and subsampled to the evaluation fps by keeping the rows whose Frame is a multiple of
 round(gt_fps / fps) (1-fps frame i = 25-fps row 25 i), or read as is when gt_fps == fps.
-A prediction file with as many rows as the raw ground-truth file is subsampled the same way
-(some methods write one row per 25-fps frame); otherwise it must have one row per evaluated frame.
+
+Rates (rates.py) are never guessed: a flag, else the directory's fps.json, else the default, then
+checked against the rows. With a stated or recorded ground-truth rate, a prediction with one row per
+annotation row (as some methods write) is subsampled like the ground truth, unless its own
+fps.json says otherwise; with only the default rate that pair is ambiguous and refused.
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from surgflow.data.annotations import _read_lines, _split, parse_phase_file, parse_tool_file
+from surgflow.evaluation.rates import (  # noqa: F401 (frame_step, subsample, sidecar: re-exported)
+    FPS_SIDECAR, Rates, frame_step, kept_rows, note_subsampled, pred_at_rate, resolve_rates, subsample,
+    write_fps_sidecar)
 from surgflow.io_utils import SurgflowError, atomic_write_text
 
 SUFFIX = {"phase": "-phase.txt", "tool": "-tool.txt", "anticipation": "-anticipation.txt"}
 
 
-def frame_step(gt_fps: float, fps: float) -> int:
-    """Rows of the ground truth per evaluated frame (25 for 25-fps annotations scored at 1 fps)."""
-    if fps <= 0 or gt_fps <= 0:
-        raise SurgflowError(f"fps must be positive (got --gt-fps {gt_fps}, --fps {fps})")
-    ratio = gt_fps / fps
-    step = int(round(ratio))
-    if step < 1 or not math.isclose(ratio, step, rel_tol=1e-6):
-        raise SurgflowError(f"--gt-fps {gt_fps} is not an integer multiple of --fps {fps}; "
-                            f"choose an evaluation fps that divides the annotation fps")
-    return step
+# ---------------------------------------------------------------- video selection
+
+def select_videos(spec: str, available: Sequence[str], where="the ground truth") -> list[str]:
+    """`--videos`: comma-separated names, numbers, ranges `41-80` (numbers match the video whose
+    name ends in them, like named splits), or split names (`cholec80_32_8_40` = its test videos,
+    `cholec80_32_8_40:val`); -> sorted names, every one present in `available`."""
+    from surgflow.data import splits
+
+    available = sorted(available)
+    tokens = [t.strip() for t in str(spec).split(",") if t.strip()]
+    if not tokens:
+        raise SurgflowError(f"--videos {spec!r}: give names, numbers, ranges (41-80) or a split name")
+    chosen, missing, index = set(), [], None
+    for tok in tokens:
+        name, _, subset = tok.partition(":")
+        if name in splits.SPLITS:
+            subset = subset or "test"
+            if subset not in splits.SUBSETS:
+                raise SurgflowError(f"--videos {tok!r}: subset must be one of {', '.join(splits.SUBSETS)}")
+            ids = splits.SPLIT_IDS.get(name)
+            if ids is None:  # 'auto', 'all': defined on the available videos
+                chosen.update(splits.resolve_split(name, available)[subset])
+                continue
+            nums = ids.get(subset, [])
+        else:
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", tok)
+            if m:
+                nums = range(int(m.group(1)), int(m.group(2)) + 1)
+            elif tok.isdigit():
+                nums = [int(tok)]
+            else:
+                (chosen.add(tok) if tok in available else missing.append(tok))
+                continue
+        index = splits._number_index(available) if index is None else index
+        for n in nums:
+            (chosen.add(index[n]) if n in index else missing.append(str(n)))
+    if missing:
+        raise SurgflowError(f"--videos {spec!r}: not in {where}: {', '.join(missing[:20])}"
+                            f"{' ...' if len(missing) > 20 else ''}; available: "
+                            f"{compact_names(available)}")
+    if not chosen:
+        raise SurgflowError(f"--videos {spec!r} selects no video")
+    return sorted(chosen)
 
 
-def subsample(frames: np.ndarray, step: int) -> np.ndarray:
-    """Boolean mask of the rows kept at the evaluation fps (Frame % step == 0)."""
-    return (np.asarray(frames) % step) == 0 if step > 1 else np.ones(len(frames), dtype=bool)
+def compact_names(names: Sequence[str]) -> str:
+    """'video01..video05, video09' for sorted names with a shared prefix and consecutive numbers."""
+    parts: list[list] = []
+    for n in sorted(names):
+        m = re.fullmatch(r"(.*?)(\d+)", n)
+        if m and parts and parts[-1][0] is not None:
+            pre, num, width = parts[-1][0], parts[-1][2], parts[-1][3]
+            if m.group(1) == pre and len(m.group(2)) == width and int(m.group(2)) == num + 1:
+                parts[-1][2] = num + 1
+                parts[-1][4] = n
+                continue
+        parts.append([m.group(1), n, int(m.group(2)), len(m.group(2)), n] if m else [None, n, 0, 0, n])
+    return ", ".join(p[1] if p[1] == p[4] else f"{p[1]}..{p[4]}" for p in parts)
 
 
 def list_videos(directory, kind: str) -> dict[str, Path]:
@@ -63,6 +114,11 @@ def resolve_gt_dir(directory, kind: str) -> Path:
     return directory
 
 
+def rates_for(gt_dir, pred_dir, gt_fps: float | None, fps: float | None, gt_kind: str) -> Rates:
+    """`resolve_rates` with the ground-truth directory resolved like the loaders do."""
+    return resolve_rates(resolve_gt_dir(gt_dir, gt_kind), pred_dir, gt_fps, fps)
+
+
 def match_videos(gt: dict, pred: dict, gt_dir, pred_dir) -> list[str]:
     """Videos present in both; an error listing the ones present in only one directory."""
     only_gt = sorted(set(gt) - set(pred))
@@ -78,12 +134,23 @@ def match_videos(gt: dict, pred: dict, gt_dir, pred_dir) -> list[str]:
     return sorted(gt)
 
 
-def paired_files(gt_dir, gt_kind: str, pred_dir, pred_kind: str):
-    """Ground-truth and prediction files per video, and the videos both directories hold
-    (an error lists those present in only one)."""
+def paired_files(gt_dir, gt_kind: str, pred_dir, pred_kind: str, videos: str | None = None,
+                 notes: list[str] | None = None):
+    """Ground-truth and prediction files per video, and the videos to score: all that both
+    directories hold (an error lists those present in only one), or the `videos` selection
+    (`select_videos`; prediction files outside it are ignored, with a note)."""
     gt_dir = resolve_gt_dir(gt_dir, gt_kind)
     gt_files = list_videos(gt_dir, gt_kind)
     pred_files = list_videos(pred_dir, pred_kind)
+    if videos is not None:
+        chosen = select_videos(videos, list(gt_files), f"the ground truth {gt_dir}")
+        extra = sorted(set(pred_files) - set(chosen))
+        gt_files = {v: gt_files[v] for v in chosen}
+        pred_files = {v: p for v, p in pred_files.items() if v in gt_files}
+        if notes is not None:
+            notes.append(f"--videos {videos}: {len(chosen)} video(s) scored"
+                         + (f"; {len(extra)} prediction file(s) outside the selection ignored"
+                            if extra else ""))
     return gt_files, pred_files, match_videos(gt_files, pred_files, gt_dir, pred_dir)
 
 
@@ -106,19 +173,9 @@ def align_lengths(video: str, gt: np.ndarray, pred: np.ndarray, truncate: bool,
 
 # ---------------------------------------------------------------- phase
 
-def read_phase_gt(path, phase_names: Sequence[str], gt_fps: float = 25.0, fps: float = 1.0) -> np.ndarray:
-    """Ground-truth phase file -> int64 [N] at the evaluation fps."""
-    frames, ids = parse_phase_file(path, list(phase_names), what="phase ground-truth")
-    return ids[subsample(frames, frame_step(gt_fps, fps))]
-
-
-def read_phase_pred(path, phase_names: Sequence[str], gt_rows: int | None = None,
-                    step: int = 1) -> np.ndarray:
-    """Prediction file -> int64 [N]; subsampled like the ground truth when it has `gt_rows` rows."""
-    frames, ids = parse_phase_file(path, list(phase_names), what="phase prediction")
-    if step > 1 and gt_rows is not None and len(ids) == gt_rows:
-        ids = ids[subsample(frames, step)]
-    return ids
+def read_phase_pred(path, phase_names: Sequence[str]) -> np.ndarray:
+    """Prediction file -> int64 [N] phase ids, one per row."""
+    return parse_phase_file(path, list(phase_names), what="phase prediction")[1]
 
 
 def write_phase_file(path, labels: np.ndarray, phase_names: Sequence[str] | None = None) -> None:
@@ -128,19 +185,22 @@ def write_phase_file(path, labels: np.ndarray, phase_names: Sequence[str] | None
     atomic_write_text(path, "Frame\tPhase\n" + "".join(f"{i}\t{c}\n" for i, c in enumerate(col)))
 
 
-def load_phase_dirs(gt_dir, pred_dir, phase_names: Sequence[str], gt_fps: float = 25.0,
-                    fps: float = 1.0, truncate: bool = False, notes: list[str] | None = None
+def load_phase_dirs(gt_dir, pred_dir, phase_names: Sequence[str], gt_fps: float | None = None,
+                    fps: float | None = None, truncate: bool = False, notes: list[str] | None = None,
+                    videos: str | None = None, rates: Rates | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    gt_files, pred_files, videos = paired_files(gt_dir, "phase", pred_dir, "phase")
-    step = frame_step(gt_fps, fps)
-    gts, preds = {}, {}
-    for v in videos:
+    """-> (gts, preds) {video: int64 [N]} at the evaluation fps (rates: `resolve_rates`)."""
+    rates = rates or rates_for(gt_dir, pred_dir, gt_fps, fps, "phase")
+    gt_files, pred_files, names = paired_files(gt_dir, "phase", pred_dir, "phase", videos, notes)
+    step = frame_step(rates.gt_fps, rates.fps)
+    gts, preds, sub = {}, {}, []
+    for v in names:
         frames, ids = parse_phase_file(gt_files[v], list(phase_names), what="phase ground-truth")
-        g = ids[subsample(frames, step)]
-        # a prediction at the annotation rate is subsampled like the ground truth
-        p = read_phase_pred(pred_files[v], phase_names, gt_rows=len(ids) if len(g) != len(ids) else None,
-                            step=step)
+        g = ids[kept_rows(gt_files[v], frames, rates, step)]
+        pf, p = parse_phase_file(pred_files[v], list(phase_names), what="phase prediction")
+        p = pred_at_rate(v, pf, p, len(ids), len(g), rates, step, sub)
         gts[v], preds[v] = align_lengths(v, g, p, truncate, notes)
+    note_subsampled(notes, sub, step)
     return gts, preds
 
 
@@ -195,12 +255,6 @@ def write_table(path, values: np.ndarray, columns: Sequence[str], fmt: str = "{:
     atomic_write_text(path, "\n".join(rows) + "\n")
 
 
-def read_tool_gt(path, tool_names: Sequence[str], gt_fps: float = 25.0, fps: float = 1.0) -> np.ndarray:
-    """Ground-truth tool file (0/1) -> float32 [N, K] at the evaluation fps."""
-    frames, values = parse_tool_file(path, list(tool_names))
-    return values[subsample(frames, frame_step(gt_fps, fps))]
-
-
 def tool_names_of(path) -> list[str]:
     """Tool names from the header of a tool file (all columns after Frame)."""
     header = [h.strip() for h in _split(_read_lines(Path(path), "tool annotation")[0])]
@@ -210,45 +264,56 @@ def tool_names_of(path) -> list[str]:
     return header[1:]
 
 
-def load_tool_dirs(gt_dir, pred_dir, tool_names: Sequence[str] | None = None, gt_fps: float = 25.0,
-                   fps: float = 1.0, truncate: bool = False, notes: list[str] | None = None):
+def load_tool_dirs(gt_dir, pred_dir, tool_names: Sequence[str] | None = None,
+                   gt_fps: float | None = None, fps: float | None = None, truncate: bool = False,
+                   notes: list[str] | None = None, videos: str | None = None,
+                   rates: Rates | None = None):
     """-> (gts {video: [N, K]}, preds {video: [N, K]}, tool_names)."""
-    gt_files, pred_files, videos = paired_files(gt_dir, "tool", pred_dir, "tool")
+    rates = rates or rates_for(gt_dir, pred_dir, gt_fps, fps, "tool")
+    gt_files, pred_files, names = paired_files(gt_dir, "tool", pred_dir, "tool", videos, notes)
     if tool_names is None:
-        tool_names = tool_names_of(gt_files[videos[0]])
-    step = frame_step(gt_fps, fps)
-    gts, preds = {}, {}
-    for v in videos:
+        tool_names = tool_names_of(gt_files[names[0]])
+    step = frame_step(rates.gt_fps, rates.fps)
+    gts, preds, sub = {}, {}, []
+    for v in names:
         frames, values = parse_tool_file(gt_files[v], list(tool_names))
-        g = values[subsample(frames, step)]
+        g = values[kept_rows(gt_files[v], frames, rates, step)]
         pf, p = read_table(pred_files[v], tool_names, "tool prediction")
-        if len(g) != len(values) and len(p) == len(values):  # prediction at the annotation rate
-            p = p[subsample(pf, step)]
+        p = pred_at_rate(v, pf, p, len(values), len(g), rates, step, sub)
         gts[v], preds[v] = align_lengths(v, g, p, truncate, notes, what="tool")
+    note_subsampled(notes, sub, step)
     return gts, preds, list(tool_names)
 
 
 def load_anticipation_dirs(tool_dir, pred_dir, instruments: Sequence[str], horizon: float,
-                           gt_fps: float = 25.0, fps: float = 1.0, truncate: bool = False,
-                           notes: list[str] | None = None):
+                           gt_fps: float | None = None, fps: float | None = None,
+                           truncate: bool = False, notes: list[str] | None = None,
+                           videos: str | None = None, rates: Rates | None = None):
     """Ground truth built from tool annotations for horizon h (minutes) -> (gts, preds)
-    {video: float [N, I] minutes}."""
+    {video: float64 [N, I] minutes}; targets are exact float64 frame distances / (60 fps)."""
     from surgflow.data.targets import anticipation_targets
 
-    gt_files, pred_files, videos = paired_files(tool_dir, "tool", pred_dir, "anticipation")
-    step = frame_step(gt_fps, fps)
-    gts, preds = {}, {}
-    for v in videos:
-        names = tool_names_of(gt_files[v])
-        missing = [i for i in instruments if i.lower() not in {n.lower() for n in names}]
+    if not (math.isfinite(horizon) and horizon > 0):
+        raise SurgflowError(f"--horizon must be a positive number of minutes (3 or 5 in the "
+                            f"literature), got {horizon:g}")
+    rates = rates or rates_for(tool_dir, pred_dir, gt_fps, fps, "tool")
+    gt_files, pred_files, names = paired_files(tool_dir, "tool", pred_dir, "anticipation", videos,
+                                               notes)
+    step = frame_step(rates.gt_fps, rates.fps)
+    gts, preds, sub = {}, {}, []
+    for v in names:
+        cols = tool_names_of(gt_files[v])
+        missing = [i for i in instruments if i.lower() not in {n.lower() for n in cols}]
         if missing:
             raise SurgflowError(f"{gt_files[v]}: no column for instrument(s) {', '.join(missing)}; "
-                                f"tool columns: {', '.join(names)}")
-        frames, values = parse_tool_file(gt_files[v], names)
-        values = values[subsample(frames, step)]
-        lower = [n.lower() for n in names]
-        present = values[:, [lower.index(i.lower()) for i in instruments]] > 0.5
-        g = np.asarray(anticipation_targets(present, fps, horizon), dtype=np.float64)
-        _, p = read_table(pred_files[v], instruments, "anticipation prediction")
+                                f"tool columns: {', '.join(cols)}")
+        frames, values = parse_tool_file(gt_files[v], cols)
+        kept = values[kept_rows(gt_files[v], frames, rates, step)]
+        lower = [n.lower() for n in cols]
+        present = kept[:, [lower.index(i.lower()) for i in instruments]] > 0.5
+        g = anticipation_targets(present, rates.fps, horizon, dtype=np.float64)
+        pf, p = read_table(pred_files[v], instruments, "anticipation prediction")
+        p = pred_at_rate(v, pf, p, len(values), len(kept), rates, step, sub)
         gts[v], preds[v] = align_lengths(v, g, p, truncate, notes, what="anticipation")
+    note_subsampled(notes, sub, step)
     return gts, preds

@@ -109,11 +109,13 @@ def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta: dict,
 
 
 def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[str],
-                           tool_names: Sequence[str], instruments: Sequence[str]) -> None:
+                           tool_names: Sequence[str], instruments: Sequence[str],
+                           fps: Optional[float] = None) -> None:
     """Prediction files (files.py formats) plus the ground truth at the evaluation fps.
 
     Phase files keep only labelled frames (Frame = index at the evaluation fps), so prediction and
-    ground truth rows match and `surgflow score phase --gt-fps FPS --fps FPS` re-scores them."""
+    ground truth rows match. `fps` is recorded in fps.json in both folders, from which
+    `surgflow score` takes the rates (no --gt-fps / --fps needed)."""
     from surgflow.evaluation import files
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -130,6 +132,9 @@ def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[
             files.write_table(pred_dir / f"{v}-anticipation.txt", rec["anticipation_min"], instruments)
         if "gt_tools" in rec and len(tool_names):
             files.write_table(gt_dir / f"{v}-tool.txt", rec["gt_tools"], tool_names, fmt="{:.0f}")
+    if fps is not None:
+        files.write_fps_sidecar(pred_dir, fps, "surgflow eval predictions")
+        files.write_fps_sidecar(gt_dir, fps, "surgflow eval ground truth at the evaluation rate")
 
 
 def score_predictions(preds: dict, meta: dict, fps: float, label: Optional[str], cheat: bool,
@@ -190,13 +195,17 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     fps = float(meta.get("fps", ds.fps))
     pred_dir, gt_dir = out / "predictions", out / "ground_truth"
     write_prediction_files(preds, pred_dir, gt_dir, meta["phase_names"], meta.get("tool_names") or [],
-                           meta.get("instruments") or [])
+                           meta.get("instruments") or [], fps)
     scores = score_predictions(preds, meta, fps, label, cheat, relaxed, notes)
     text = "\n\n".join(score.format_table(r) for r in scores.values())
     prefix = "NONCAUSAL_" if cheat else ""
     json_path = out / f"{prefix}scores.json"
     score.write_json({"run": str(run_dir), "checkpoint": checkpoint, "split": split,
                       "NON-CAUSAL": bool(cheat), "scores": scores}, json_path)
+    from surgflow.evaluation.per_video import write_per_video
+
+    for task, r in scores.items():  # scores.<task>.per_video.csv / .md
+        write_per_video(r, json_path, task)
     written: list[Path] = []
     if plots:
         pdir = out / "plots"

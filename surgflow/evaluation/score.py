@@ -30,9 +30,11 @@ def _ms(d: Mapping, scale: float = 100.0) -> dict:
 
 
 def _base_protocol(task: str, videos: Sequence[str], fps: float, label: str | None,
-                   non_causal: bool, notes: Sequence[str] | None, frames: int) -> dict:
+                   non_causal: bool, notes: Sequence[str] | None, frames: int,
+                   extra: Mapping | None = None) -> dict:
     p = {"task": task, "split": label, "videos": list(videos), "num_videos": len(videos),
          "num_frames": int(frames), "fps": fps}
+    p.update(extra or {})  # where the rates came from, the --videos selection
     if non_causal:
         p["NON-CAUSAL"] = True
         p["non_causal_note"] = NON_CAUSAL_NOTE
@@ -63,7 +65,7 @@ def _check_pairs(gt: Mapping, pred: Mapping) -> list[str]:
 def score_phase(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
                 phase_names: Sequence[str], fps: float, relaxed: str | None = None,
                 gt_only: bool = False, label: str | None = None, non_causal: bool = False,
-                notes: Sequence[str] | None = None) -> dict:
+                notes: Sequence[str] | None = None, protocol_extra: Mapping | None = None) -> dict:
     """Every phase metric family on {video: int [N]} ground truth and predictions (0-based ids)."""
     videos = _check_pairs(gt, pred)
     gt = {v: np.asarray(gt[v], dtype=np.int64) for v in videos}
@@ -77,7 +79,7 @@ def score_phase(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
                  "ground truth union prediction (a phase predicted but absent from the ground "
                  "truth scores 0)")
     protocol = _base_protocol("phase", videos, fps, label, non_causal, notes,
-                              sum(int((gt[v] >= 0).sum()) for v in videos))
+                              sum(int((gt[v] >= 0).sum()) for v in videos), protocol_extra)
     protocol.update({
         "units": "percent",
         "phases": list(phase_names),
@@ -116,6 +118,7 @@ def score_phase(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
         cm = vw["confusions"][v]
         used = cm.sum(1) > 0 if gt_only else (cm.sum(1) > 0) | (cm.sum(0) > 0)
         res["per_video"][v]["macro_phases"] = [phase_names[i] for i in np.flatnonzero(used)]
+        res["per_video"][v]["frames"] = int(cm.sum())
     for i, name in enumerate(phase_names):
         entry = {m: _pct(pp["phases"][m]["mean"][i]) for m in phase_metrics.CLASS_METRICS}
         entry["videos"] = int(pp["phases"]["precision"]["n"][i])
@@ -182,50 +185,88 @@ def _relaxed_block(variant: str, gt, pred, fps, phase_names, gt_only) -> dict:
 
 def score_tools(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
                 tool_names: Sequence[str], fps: float = 1.0, label: str | None = None,
-                non_causal: bool = False, notes: Sequence[str] | None = None) -> dict:
+                non_causal: bool = False, notes: Sequence[str] | None = None,
+                protocol_extra: Mapping | None = None) -> dict:
     """AP per tool and mAP (frame-pooled) on {video: [N, K]} targets (0/1) and scores."""
     videos = _check_pairs(gt, pred)
     r = tool_metrics.tool_ap({v: gt[v] for v in videos}, {v: pred[v] for v in videos}, tool_names)
+    per_video = {}
+    for v in videos:
+        rv = tool_metrics.tool_ap({v: gt[v]}, {v: pred[v]}, tool_names)
+        per_video[v] = {"frames": len(gt[v]), "mAP": _pct(rv["map"]),
+                        "tools": {n: _pct(a) for n, a in rv["ap"].items()}}
     protocol = _base_protocol("tools", videos, fps, label, non_causal, notes,
-                              sum(len(gt[v]) for v in videos))
+                              sum(len(gt[v]) for v in videos), protocol_extra)
     protocol.update({
         "units": "percent",
         "tools": list(tool_names),
         "averaging": "frame-pooled: all frames of all videos concatenated, AP per tool "
                      "(step-wise, as sklearn average_precision_score), mAP = mean over tools "
                      "with at least one positive frame",
+        "per_video": "the same AP and mAP over the frames of each video alone",
         "std_axis": {},
     })
     return {"task": "tools", "label": label, "protocol": protocol,
-            "tools": {n: _pct(a) for n, a in r["ap"].items()}, "mAP": _pct(r["map"])}
+            "tools": {n: _pct(a) for n, a in r["ap"].items()}, "mAP": _pct(r["map"]),
+            "per_video": per_video}
 
 
 # ---------------------------------------------------------------- anticipation
 
+WMAE_DESCRIPTION = {
+    "per_instrument": "per_instrument (MICCAI 2020): wMAE = (inMAE + outMAE) / 2 per instrument, "
+                      "mean wMAE = nanmean over instruments of those (an instrument without "
+                      "in-horizon or out-of-horizon frames drops out)",
+    "pitfalls_bn": "pitfalls_bn (BN-pitfalls code's meter): mean wMAE = (mean inMAE + mean outMAE) / "
+                   "2, each a nanmean over instruments",
+}
+
+
 def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
                        instruments: Sequence[str], horizon: float, fps: float = 1.0,
                        per_video: bool = False, label: str | None = None,
-                       non_causal: bool = False, notes: Sequence[str] | None = None) -> dict:
-    """inMAE ... mMAE per instrument and their mean (minutes) on {video: [N, I]} minutes."""
+                       non_causal: bool = False, notes: Sequence[str] | None = None,
+                       clip: bool = False, wmae: str = "per_instrument",
+                       protocol_extra: Mapping | None = None) -> dict:
+    """inMAE ... mMAE and MAE per instrument and their mean (minutes) on {video: [N, I]} minutes."""
+    from surgflow.io_utils import SurgflowError
+
+    if not (math.isfinite(float(horizon)) and float(horizon) > 0):
+        raise SurgflowError(f"the horizon must be a positive number of minutes, got {horizon}")
+    if wmae not in anticipation_metrics.WMAE_CONVENTIONS:
+        raise SurgflowError(f"--wmae must be one of {', '.join(anticipation_metrics.WMAE_CONVENTIONS)}"
+                            f", got {wmae!r}")
     videos = _check_pairs(gt, pred)
     pooling = "videos" if per_video else "frames"
     r = anticipation_metrics.anticipation_scores({v: gt[v] for v in videos},
                                                  {v: pred[v] for v in videos},
-                                                 instruments, horizon, pooling)
+                                                 instruments, horizon, pooling, fps=fps, clip=clip,
+                                                 wmae=wmae)
     protocol = _base_protocol("anticipation", videos, fps, label, non_causal, notes,
-                              sum(len(gt[v]) for v in videos))
+                              sum(len(gt[v]) for v in videos), protocol_extra)
+    h = float(horizon)
     protocol.update({
         "units": "minutes",
-        "horizon": horizon,
+        "horizon": h,
         "instruments": list(instruments),
         "pooling": ("per instrument over all frames of all videos pooled" if not per_video else
                     "per instrument and video, then mean over the videos where defined"),
         "averaging": "mean = nanmean over instruments; frames with the instrument present "
                      "(target 0) are excluded from every metric",
+        "wmae_convention": WMAE_DESCRIPTION[wmae],
+        "clip": (f"predictions clipped to [0, {h:g}] before scoring (--clip)" if clip else
+                 "none: predictions scored as written, not clipped to [0, h] (--clip to clip)"),
+        "selections": {"inMAE": "0 < y < h", "outMAE": "y = h", "eMAE": "0 < y < 0.1h",
+                       "mMAE": "0.1h < y < 0.9h", "dMAE": "0.9h < y < h",
+                       "pMAE": "0.1h < prediction < 0.9h and y > 0", "MAE": "0 < y <= h"},
+        "boundaries": "strict, by integer frame distance d = round(60 fps y) against the horizon "
+                      "in frames (a frame exactly at 0.1h or 0.9h is in neither range)",
+        "per_video": "the same metrics over the frames of each video alone, mean over instruments",
         "std_axis": {},
     })
     return {"task": "anticipation", "label": label, "protocol": protocol,
-            "instruments": r["instruments"], "mean": r["mean"]}
+            "instruments": r["instruments"], "mean": r["mean"],
+            "per_video": {v: {"frames": len(gt[v]), **r["per_video"][v]["mean"]} for v in videos}}
 
 
 # ---------------------------------------------------------------- output
@@ -269,6 +310,13 @@ def format_table(result: dict) -> str:
     if p.get("NON-CAUSAL"):
         title = "NON-CAUSAL " + title + " (model in train mode: not valid online results)"
     lines += [title, "=" * min(len(title), 100)]
+    from surgflow.evaluation.files import compact_names
+
+    lines.append(f"videos: {compact_names(p['videos'])}"
+                 + (f"  (--videos {p['videos_selection']})" if p.get("videos_selection") else ""))
+    if "gt_fps_source" in p:
+        lines.append(f"rates: evaluation {p['fps']:g} fps ({p['fps_source']}), ground truth "
+                     f"{p['gt_fps']:g} fps ({p['gt_fps_source']})")
     if task == "phase":
         lines.append(f"macro over: {p['macro_phases']}")
         lines.append("video-wise (mean +- sample std over videos)")
@@ -307,6 +355,8 @@ def format_table(result: dict) -> str:
         lines.append(f"  {'mAP':<16}{_f(result['mAP'])}")
     elif task == "anticipation":
         lines.append(f"horizon {p['horizon']:g} min; pooling: {p['pooling']}; minutes")
+        lines.append(f"wMAE mean: {p['wmae_convention']}")
+        lines.append(f"clipping: {p['clip']}; MAE = all frames with 0 < y <= h")
         ms = anticipation_metrics.METRICS
         lines.append(f"  {'instrument':<14}" + "".join(f"{m:>9}" for m in ms))
         for n, e in result["instruments"].items():
