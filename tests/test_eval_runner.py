@@ -158,6 +158,11 @@ def test_evaluate_run_writes_rescorable_files(tmp_path, monkeypatch, capsys):
     assert main(["score", "tools", "--gt", gt_dir, "--pred", pred_dir, "--gt-fps", "1",
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())["mAP"] == pytest.approx(res["scores"]["tools"]["mAP"], abs=1e-6)
+    # the rates are recorded (issue 11.1) and the per-video tables written beside the JSON (11.8)
+    assert json.loads((tmp_path / "eval_test" / "predictions" / "fps.json").read_text())["fps"] == 1.0
+    rows = (tmp_path / "eval_test" / "scores.phase.per_video.csv").read_text().splitlines()
+    assert rows[0].startswith("video,frames,accuracy") and len(rows) == 1 + len(ds.videos)
+    assert (tmp_path / "eval_test" / "scores.anticipation.per_video.md").is_file()
 
 
 def test_cheat_marks_every_output(tmp_path, monkeypatch, capsys):
