@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+
+BARE_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=")  # train.epochs=2
 
 COMMANDS = [
     ("demo", "the main job: synthesize, prepare, train, evaluate and audit; writes report.md"),
     ("synth", "write a synthetic surgery dataset in the Cholec80 layout"),
     ("prepare", "decode raw videos once into a prepared frame store with aligned labels"),
-    ("train", "train a model end to end from a YAML config"),
+    ("configs", "list the presets shipped with surgflow (one line each), or print one resolved"),
+    ("train", "train a model end to end from a preset name or a YAML config"),
     ("eval", "run a trained model causally over whole videos and score it"),
     ("score", "score prediction files against ground truth (phase, tools, anticipation)"),
     ("audit", "audit a model for BatchNorm leakage of future or cross-sample information"),
@@ -22,28 +26,39 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from surgflow.cli_args import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="surgflow",
         description="End-to-end video learning for surgical workflow analysis. "
         "Start with `surgflow demo`; every subcommand has --help.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="the subcommand; `surgflow COMMAND --help` shows its flags")
     for name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(f"surgflow.commands.{name}")
-        except ModuleNotFoundError:
-            continue  # command not built yet
+        module = importlib.import_module(f"surgflow.commands.{name}")  # a broken module fails here
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # bare `key=value` overrides (Hydra/Lightning style) beside --set
+            sub = getattr(args, "_parser", parser)
+            bare = [a for a in extra if BARE_OVERRIDE.match(a)]
+            if len(bare) < len(extra) or not hasattr(args, "overrides"):
+                sub.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in bare) or ' '.join(extra)}"
+                          + ("" if hasattr(args, "overrides") else
+                             f" (`surgflow {args.command}` takes no config overrides)"))
+            args.overrides = list(args.overrides) + bare
+    except SystemExit as e:  # --help, or a usage error argparse already printed
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     if args.version:
         from surgflow import __version__
 

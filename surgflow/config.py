@@ -233,19 +233,77 @@ def from_dict(values: dict, overrides: list[str] | None = None) -> Config:
     return validate(cfg)
 
 
+PRESET_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel (package data)
+
+
+def presets() -> dict[str, Path]:
+    """{name: path} of the presets shipped with surgflow (surgflow/configs/*.yaml)."""
+    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
+
+
+def preset_summary(path: Path) -> str:
+    """The first comment line of a preset: its one-line description."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#") and line.strip("# "):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML file that exists, else a preset name ('synthetic_phase_tiny', with or without .yaml;
+    the old spelling 'configs/<name>.yaml' also finds the preset from any directory)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    known = presets()
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name[:-4] if p.name.endswith(".yml") else p.name
+    if stem in known and (p.parent == Path(".") or p.parent.name == "configs"):
+        return known[stem]
+    raise ConfigError(f"config {name_or_path} does not exist (no such file, and no preset of that "
+                      f"name); the presets, listed by `surgflow configs`: {', '.join(known)}")
+
+
+def _merge(base: dict, child: dict) -> dict:
+    """Child values override the parent's; sections merge key by key, lists are replaced."""
+    out = dict(base)
+    for k, v in child.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The mapping in `path`, with `extends: PARENT` (a preset name or a YAML path relative to this
+    file) resolved recursively; a cycle or an unknown parent is an error naming the chain."""
+    path = path.resolve()
+    if path in chain:
+        loop = " -> ".join(p.name for p in (*chain, path))
+        raise ConfigError(f"{chain[0]}: `extends` forms a cycle: {loop}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: extends: expected a preset name or a YAML path, got {parent!r}")
+    local = path.parent / parent
+    try:
+        parent_path = local if local.is_file() else resolve_config_path(parent)
+    except ConfigError:
+        raise ConfigError(f"{path}: extends: '{parent}' is neither a file next to it nor a preset "
+                          f"({', '.join(presets())})") from None
+    return _merge(_read_yaml(parent_path, (*chain, path)), values)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Config from a YAML file or preset name (see `resolve_config_path`), then dotted overrides."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; presets live in configs/")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-        values.pop("_base_", None)
+        path = resolve_config_path(path)
+        values = _read_yaml(path)
     try:
         return from_dict(values, overrides)
     except ConfigError as e:

@@ -130,22 +130,22 @@ def test_cli_strict_and_json(tmp_path, capsys):
 
     bn = _config(tmp_path, "bn", backbone="test_resnet")
     js = tmp_path / "out" / "audit.json"
-    assert main(["audit", bn, "--size", "32x64", "--strict", "--json", str(js)]) == 1
+    assert main(["audit", bn, "--size", "64x32", "--strict", "--json", str(js)]) == 1
     out = capsys.readouterr().out
     assert "sees the future" in out and "verdict: LEAK" in out
     d = json.loads(js.read_text())
     assert d["leaks"] is True and d["source"].startswith("config")
     assert any(f["leak"] and f["mode"] == "train" for f in d["findings"])
     # the same model without --strict reports but exits 0; eval mode only passes
-    assert main(["audit", bn, "--size", "32x64"]) == 0
-    assert main(["audit", bn, "--size", "32x64", "--mode", "eval", "--strict"]) == 0
+    assert main(["audit", bn, "--size", "64x32"]) == 0
+    assert main(["audit", bn, "--size", "64x32", "--mode", "eval", "--strict"]) == 0
     # the fix, through --set, passes strict
-    assert main(["audit", bn, "--size", "32x64", "--strict", "--set", "model.norm=frozen_bn"]) == 0
+    assert main(["audit", bn, "--size", "64x32", "--strict", "--set", "model.norm=frozen_bn"]) == 0
     ln = _config(tmp_path, "ln", backbone="test_convnext")
-    assert main(["audit", ln, "--size", "32x64", "--strict"]) == 0
+    assert main(["audit", ln, "--size", "64x32", "--strict"]) == 0
     # a non-causal head in an online config is still audited (and flagged)
     bi = _config(tmp_path, "bi", backbone="test_convnext", head="bilstm")
-    assert main(["audit", bi, "--size", "32x64", "--strict", "--mode", "eval"]) == 1
+    assert main(["audit", bi, "--size", "64x32", "--strict", "--mode", "eval"]) == 1
     assert "not causal" in capsys.readouterr().out
 
 
@@ -185,5 +185,5 @@ def test_cli_checkpoint_roundtrip(tmp_path, capsys):
             "meta": {"phase_names": [str(i) for i in range(7)], "tool_names": [], "instruments": []}}
     path = tmp_path / "m.pt"
     torch.save(ckpt, path)
-    assert main(["audit", str(path), "--size", "32x64", "--strict"]) == 0
+    assert main(["audit", str(path), "--size", "64x32", "--strict"]) == 0
     assert "verdict: PASS" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 from surgflow.config import ConfigError, load_config, to_yaml
 from surgflow.io_utils import SurgflowError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from surgflow.config import PRESET_DIR as CONFIGS  # surgflow/configs/, shipped in the wheel
 
 
 def _write(tmp_path, text):
@@ -58,7 +58,7 @@ def test_every_preset_loads():
                      "cholec80_phase_nfnet_l0", "cholec80_anticipation_h3",
                      "cholec80_anticipation_h5", "autolaparo_phase", "synthetic_phase_tiny",
                      "synthetic_anticipation_tiny"):
-        assert required in names, f"configs/{required}.yaml missing"
+        assert required in names, f"surgflow/configs/{required}.yaml missing"
     for p in presets:
         cfg = load_config(p)
         assert cfg.name == p.stem, f"{p.name}: name should be the file stem"

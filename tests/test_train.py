@@ -27,7 +27,7 @@ def test_cli_run_dir_learns_and_loads(tiny_root, tmp_path, capsys):
     from surgflow.cli import main
 
     out = tmp_path / "run"
-    preset = Path(__file__).resolve().parents[1] / "configs" / "synthetic_phase_tiny.yaml"
+    preset = "synthetic_phase_tiny"  # a preset by name (package data), from any directory
     rc = main(["train", str(preset), "--out", str(out),
                *sum((["--set", o] for o in _over(tiny_root, "train.epochs=4", "data.augment=false")), [])])
     printed = capsys.readouterr().out

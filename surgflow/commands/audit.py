@@ -1,13 +1,15 @@
-"""`surgflow audit CONFIG_OR_CHECKPOINT`: test a model for BatchNorm leakage of future or
+"""`surgflow audit CONFIG_OR_RUN`: test a model for BatchNorm leakage of future or
 cross-sample information (inventory, causality, batch coupling, train/eval discrepancy)."""
 from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import add_checkpoint, add_device, check_orientation, resolve_device, size_type
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="CONFIG_OR_CHECKPOINT",
-                   help="a YAML config (the model is built with random weights: the leaks are "
+    p.add_argument("target", metavar="CONFIG_OR_RUN",
+                   help="a preset name or YAML config (the model is built with random weights: the leaks are "
                         "structural), a run directory, or a checkpoint .pt file")
     p.add_argument("--mode", choices=("train", "eval", "both"), default="both",
                    help="which modes to test: train (how the model is trained), eval (how it is "
@@ -17,27 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for a YAML config, e.g. --set model.norm=frozen_bn")
-    p.add_argument("--size", default=None, metavar="HxW",
-                   help="frame size of the random test input (default: the model's size scaled "
-                        "down to a 64-pixel short side)")
+    p.add_argument("--size", type=size_type(), default=None, metavar="WxH",
+                   help="frame size WIDTHxHEIGHT of the random test input (default: the model's "
+                        "size scaled down to a 64-pixel short side)")
     p.add_argument("--batch", type=int, default=2, help="sequences per test batch (>= 2)")
     p.add_argument("--frames", type=int, default=8, help="frames per test sequence (>= 2)")
-    p.add_argument("--which", default="best", help="checkpoint of a run directory: best | last")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _parse_size(text: str | None):
-    from surgflow.io_utils import SurgflowError
-
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        if h <= 0 or w <= 0:
-            raise ValueError
-    except ValueError:
-        raise SurgflowError(f"--size '{text}': expected HxW with positive integers, e.g. 64x112") from None
-    return h, w
+    add_checkpoint(p)
+    add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random test input")
 
 
 def load_target(target: str, overrides: list[str], which: str = "best"):
@@ -48,8 +37,14 @@ def load_target(target: str, overrides: list[str], which: str = "best"):
 
     path = Path(target)
     if not path.exists():
-        raise SurgflowError(f"{target} does not exist; pass a YAML config (e.g. configs/*.yaml), a "
-                            "run directory written by `surgflow train`, or a checkpoint .pt file")
+        from surgflow.config import ConfigError, resolve_config_path
+
+        try:
+            path = resolve_config_path(target)  # a preset name
+        except ConfigError:
+            raise SurgflowError(f"{target} does not exist; pass a YAML config or preset name (see "
+                                "`surgflow configs`), a run directory written by `surgflow train`, "
+                                "or a checkpoint .pt file") from None
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
         from surgflow.config import load_config
         from surgflow.models.model import build_model
@@ -90,11 +85,12 @@ def run(args) -> int:
 
     if args.batch < 2 or args.frames < 2:
         raise SurgflowError("--batch and --frames must be >= 2 (batch coupling and causality tests)")
-    model, source = load_target(args.target, args.overrides, args.which)
-    size = _parse_size(args.size)
+    model, source = load_target(args.target, args.overrides, args.checkpoint)
+    model = model.to(resolve_device(args.device))
     shape = default_input_shape(model, args.batch, args.frames)
-    if size is not None:
-        shape = (args.batch, args.frames, 3, *size)
+    if args.size is not None:
+        check_orientation(args.size, getattr(model, "preprocess", {}).get("size"))
+        shape = (args.batch, args.frames, 3, *args.size)
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     report = audit_model(model, input_shape=shape, modes=modes, seed=args.seed)
     print(f"source: {source}")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", default="surgflow_demo", help="output directory (new or from an earlier demo)")
+    p.add_argument("--out", default="surgflow_demo", metavar="DIR", help="output directory (new or from an earlier demo)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (under 2 minutes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the training runs")
 
 
 def run(args) -> int:

@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import add_checkpoint, add_device, resolve_device
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or a checkpoint file)")
+    parser.add_argument("run_dir", metavar="RUN_OR_CHECKPOINT",
+                        help="run directory written by `surgflow train`, or a checkpoint .pt file")
     parser.add_argument("--split", default="test", choices=["val", "test", "train"],
                         help="subset of the run's split to evaluate")
-    parser.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
+    add_checkpoint(parser)
     parser.add_argument("--cheat", action="store_true",
                         help="BatchNorm in train mode (batch statistics over future frames): the "
                              "paper's NON-CAUSAL 'cheating' evaluation; every output is marked")
-    parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval_<split>)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory (default: RUN_DIR/eval_<split>)")
+    add_device(parser)
     parser.add_argument("--chunk", type=int, default=None,
+                        metavar="N",
                         help="frames per forward pass (default: the run's train.seq_len)")
     parser.add_argument("--relaxed", choices=["published", "corrected"], default=None,
                         help="also report relaxed-boundary phase metrics (labelled variant)")
@@ -25,6 +30,6 @@ def run(args) -> int:
     from surgflow.evaluation.runner import evaluate_run
 
     evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, cheat=args.cheat,
-                 out=args.out, device=args.device, chunk=args.chunk, relaxed=args.relaxed,
+                 out=args.out, device=resolve_device(args.device), chunk=args.chunk, relaxed=args.relaxed,
                  plots=not args.no_plots)
     return 0

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import add_device, resolve_device
+
 EXPERIMENTS = ("cheating",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", choices=EXPERIMENTS, help="which experiment")
+    p.add_argument("name", metavar="NAME", choices=EXPERIMENTS,
+                   help="which experiment: " + ", ".join(EXPERIMENTS))
     p.add_argument("--seeds", type=int, default=None,
                    help="training seeds, mean and std over them (default 3; 1 with --quick)")
     p.add_argument("--out", default="experiments/cheating",
                    help="output folder (data, runs, cheating.md, cheating.json, loss_curves.png)")
     p.add_argument("--quick", action="store_true",
                    help="tiny data and training (a smoke test, about a minute); numbers mean little")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    add_device(p)
 
 
 def run(args) -> int:
@@ -25,7 +28,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
-    res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, device=args.device)
+    res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, device=resolve_device(args.device))
     print(open(res["files"]["markdown"]).read())
     print(f"wrote {res['files']['markdown']}, {res['files']['json']}"
           + (f", {res['files']['plot']}" if res["files"]["plot"] else "")

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import add_checkpoint
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run directory or checkpoint file (.pt) of a causal model")
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT",
+                        help="run directory or checkpoint file (.pt) of a causal model")
     parser.add_argument("--onnx", required=True, metavar="FILE.onnx",
                         help="output model; FILE.onnx.json beside it gets preprocessing and labels")
-    parser.add_argument("--which", default="best", choices=("best", "last"),
-                        help="checkpoint of a run directory to use")
+    add_checkpoint(parser)
     parser.add_argument("--verify-frames", type=int, default=100,
                         help="frames streamed through PyTorch and onnxruntime to check parity (>= 1)")
     parser.add_argument("--video", default=None,
@@ -26,7 +28,7 @@ def run(args) -> int:
         raise SurgflowError("--verify-frames must be >= 1 (100 or more recommended)")
     if args.opset < 17:
         raise SurgflowError("--opset must be >= 17 (LayerNormalization)")
-    model, _cfg, meta = load_model(args.checkpoint, which=args.which, device="cpu")
+    model, _cfg, meta = load_model(args.run, which=args.checkpoint, device="cpu")
     info = export_onnx(model, meta, args.onnx, verify_frames=args.verify_frames, video=args.video,
                        opset=args.opset)
     print(f"wrote {args.onnx} and {args.onnx}.json (inputs: frame {info['input']['shape']}"

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import add_checkpoint, add_device, resolve_device
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run directory or checkpoint file (.pt) of a causal model")
-    parser.add_argument("video", help="video file, or any stream PyAV/ffmpeg opens (rtsp://, http://, ...)")
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT",
+                        help="run directory or checkpoint file (.pt) of a causal model")
+    parser.add_argument("video", metavar="VIDEO", help="video file, or any stream PyAV/ffmpeg opens (rtsp://, http://, ...)")
     parser.add_argument("--fps", type=float, default=None,
                         help="sampling rate in frames per second; None = the model's (e.g. 1)")
     parser.add_argument("--out", default="predictions",
                         help="folder for <video>-phase.txt / -tool.txt / -anticipation.txt")
     parser.add_argument("--render", default=None, metavar="OVERLAY.mp4",
                         help="also write the video with the prediction overlay")
-    parser.add_argument("--which", default="best", choices=("best", "last"),
-                        help="checkpoint of a run directory to use")
+    add_checkpoint(parser)
     parser.add_argument("--name", default=None, help="video name in the output files; None = the file stem")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(parser)
     parser.add_argument("--raw-frames", action="store_true",
                         help="feed decoded frames directly, skipping the JPEG round trip that makes "
                         "them identical to a prepared dataset's frames (and predict == eval)")
@@ -29,7 +31,8 @@ def run(args) -> int:
     from surgflow.online.predict import predict_video
     from surgflow.online.predictor import OnlinePredictor
 
-    predictor = OnlinePredictor.from_checkpoint(args.checkpoint, which=args.which, device=args.device)
+    predictor = OnlinePredictor.from_checkpoint(args.run, which=args.checkpoint,
+                                                device=resolve_device(args.device))
     summary = predict_video(predictor, args.video, args.out, fps=args.fps, render=args.render,
                             name=args.name, max_frames=args.max_frames,
                             match_store=not args.raw_frames)

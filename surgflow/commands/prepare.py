@@ -3,20 +3,24 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import size_type
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("layout", help="raw dataset layout: cholec80, autolaparo or mstcn")
-    parser.add_argument("raw_root", help="raw dataset folder (videos/ + annotation folders)")
-    parser.add_argument("out", help="output folder of the prepared dataset (manifest.json + one "
+    parser.add_argument("layout", metavar="LAYOUT", help="raw dataset layout: cholec80, autolaparo or mstcn")
+    parser.add_argument("raw_root", metavar="RAW_ROOT", help="raw dataset folder (videos/ + annotation folders)")
+    parser.add_argument("out", metavar="OUT", help="output folder of the prepared dataset (manifest.json + one "
                         "folder per video); re-running resumes")
     parser.add_argument("--fps", type=float, default=1.0, help="frames per second to keep")
-    parser.add_argument("--size", default="384x216", help="stored frame size WIDTHxHEIGHT")
+    parser.add_argument("--size", type=size_type(even=True, minimum=8), default="384x216",
+                        metavar="WxH", help="stored frame size WIDTHxHEIGHT (even numbers)")
     parser.add_argument("--workers", type=int, default=1, help="videos prepared in parallel "
                         "(processes)")
     parser.add_argument("--max-mismatch", type=int, default=5,
                         help="tolerated difference between decoded frames and annotation rows, in "
                         "source frames (a missing last 1-fps tool row is always within it when > 0)")
-    parser.add_argument("--videos", nargs="*", default=None, help="only these video names")
+    parser.add_argument("--videos", nargs="*", default=None, metavar="NAME",
+                        help="only these video names (default: every video of the layout)")
     parser.add_argument("--check", action="store_true", help="verify an already prepared OUT "
                         "instead of preparing: every video complete (frame counts, checksums, none "
                         "failed), and every raw video of RAW_ROOT prepared from unchanged sources")
@@ -27,7 +31,7 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from surgflow.data.prepare import check, format_failures, parse_size, prepare, print_summary
+    from surgflow.data.prepare import check, format_failures, prepare, print_summary
 
     out = Path(args.out)
     if args.check:
@@ -42,7 +46,7 @@ def run(args) -> int:
         print(f"{out}: OK (every video of {args.raw_root} prepared from unchanged sources; frame "
               f"counts and checksums match)")
         return 0
-    size = parse_size(args.size)
+    size = args.size  # (H, W)
     t0 = time.time()
     res = prepare(args.layout, args.raw_root, out, fps=args.fps, size=size, workers=args.workers,
                   max_mismatch=args.max_mismatch, videos=args.videos)

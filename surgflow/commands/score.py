@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.cli_args import HelpFormatter
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", required=True, help="directory of prediction files, one per video")
@@ -30,10 +32,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="score_task", metavar="TASK", required=True)
+    sub = parser.add_subparsers(dest="score_task", metavar="TASK", required=True,
+                                help="what to score: phase, tools or anticipation")
     ph = sub.add_parser("phase", help="phase recognition: video-wise, per-phase, frame-pooled, "
                                       "segment and (on request) relaxed metrics",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     ph.add_argument("--gt", required=True, help="ground-truth directory (<video>-phase.txt files or "
                                                 "the Cholec80 root with phase_annotations/)")
     _common(ph)
@@ -47,12 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="phase vocabulary: cholec80, autolaparo, or a mapping file ('id name' lines)")
 
     tl = sub.add_parser("tools", help="tool presence: AP per tool and mAP (frame-pooled)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     tl.add_argument("--gt", required=True, help="tool annotation directory (<video>-tool.txt)")
     _common(tl)
 
     an = sub.add_parser("anticipation", help="instrument anticipation: inMAE ... mMAE (minutes)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     an.add_argument("--tools", required=True,
                     help="tool annotation directory; the ground truth is built from it for --horizon")
     _common(an)

@@ -1,14 +1,19 @@
-"""`surgflow train CONFIG.yaml [--set key=value ...] [--out RUN_DIR] [--resume]`."""
+"""`surgflow train CONFIG [key=value ...] [--set key=value ...] [--out RUN_DIR] [--resume]`.
+
+CONFIG is a preset name (`surgflow configs` lists them) or a YAML file."""
 from __future__ import annotations
 
 import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config (presets in configs/), or a run's config.yaml")
+    parser.add_argument("config", metavar="CONFIG",
+                        help="a preset name (see `surgflow configs`), a YAML file, or a run's "
+                             "config.yaml; bare key=value arguments after it are overrides too, "
+                             "e.g. `surgflow train synthetic_phase_tiny train.epochs=2`")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", default=None, metavar="RUN_DIR",
                         help="run directory (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from RUN_DIR/checkpoints/last.pt")

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from surgflow.io_utils import SurgflowError, atomic_path, atomic_write_json
+from surgflow.io_utils import (SurgflowError, atomic_path, atomic_write_json, heartbeat, progress,
+                               require_extra)
 
 OUTPUT_KEYS = ("phase_prob", "tools_prob", "anticipation_min")
 
@@ -84,9 +85,10 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: str | Path, verify_fra
                 video: str | None = None, opset: int = 17, log=print) -> dict:
     """Export, verify against PyTorch over `verify_frames` streamed frames, write `path` and
     `path.json`. Returns the JSON dict (with parity["max_abs_diff"])."""
-    import onnxruntime as ort
-
     from surgflow.online.predictor import OnlinePredictor
+
+    require_extra("onnx", "onnx", "`surgflow export`")
+    ort = require_extra("onnxruntime", "onnx", "`surgflow export`")
 
     path = Path(path)
     if path.suffix != ".onnx":
@@ -113,7 +115,9 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: str | Path, verify_fra
                                   output_names=out_names)
                     if dynamo:
                         kwargs["external_data"] = False
-                    torch.onnx.export(step, (frame0,) + state0, str(tmp), **kwargs)
+                    with heartbeat(f"export: tracing the one-frame step to ONNX "
+                                   f"({'dynamo' if dynamo else 'torchscript'} exporter)"):
+                        torch.onnx.export(step, (frame0,) + state0, str(tmp), **kwargs)
                 exporter = "torchscript" if not dynamo else "dynamo"
                 break
             except Exception as e:  # try the other exporter, report both if both fail
@@ -127,7 +131,7 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: str | Path, verify_fra
         ort_state = [s.numpy() for s in state0]
         predictor.reset()
         max_diff = {k: 0.0 for k in keys}
-        for f in frames:
+        for f in progress(frames, desc="export: parity PyTorch vs onnxruntime", unit="frame"):
             ref = predictor.step_tensor(torch.from_numpy(f)[None, None])
             res = sess.run(None, {"frame": f[None], **{f"state_in_{i}": s for i, s in enumerate(ort_state)}})
             ort_state = res[len(keys):]
