@@ -31,14 +31,10 @@ from surgflow.outputs import FolderLock, check_writable_dir
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'384x216' (W x H, like the paper) -> (H, W)."""
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise SurgflowError(f"--size {text!r}: expected WIDTHxHEIGHT such as 384x216") from None
-    if w < 8 or h < 8 or w % 2 or h % 2:
-        raise SurgflowError(f"--size {text!r}: width and height must be even and >= 8")
-    return h, w
+    """'384x216' (W x H, like the paper) -> (H, W); the shared parser with prepare's limits."""
+    from surgflow.cli_args import parse_size as shared
+
+    return shared(text, even=True, minimum=8)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
