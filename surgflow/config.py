@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from surgflow.io_utils import SurgflowError
+from surgflow.registry import choices
 
 
 class ConfigError(SurgflowError, ValueError):
@@ -97,19 +98,18 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# Choices that are no registry's names; model.norm, task.tasks and train.strategy take the names
+# of their registries (surgflow.registry.choices()).
 CHOICES: dict[str, tuple] = {
-    "model.norm": ("native", "frozen_bn", "gn"),
     "train.optimizer": ("adamw", "sgd"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
-    "train.strategy": ("carry_hidden", "clips", "two_stage", "full_context"),
 }
 POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_batch", "train.epochs",
                              "task.horizon", "model.hidden", "model.layers")
 NON_NEGATIVE: tuple[str, ...] = ("train.lr", "train.weight_decay", "train.grad_clip", "train.agc",
                                  "model.freeze_stages", "train.max_steps", "train.checkpoint_every",
                                  "model.dropout", "data.workers")
-TASK_NAMES = ("phase", "tools", "anticipation")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -179,9 +179,12 @@ def _apply(obj: Any, values: dict, prefix: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    for key, allowed in CHOICES.items():
+    registry_choices = choices()
+    for key, allowed in {**CHOICES, **registry_choices}.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
+        if key == "task.tasks":  # a list of names: checked below
+            continue
         if value not in allowed:
             raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
     for key in POSITIVE + NON_NEGATIVE:
@@ -191,11 +194,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: must be > 0, got {value}")
         if key in NON_NEGATIVE and value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
+    tasks = registry_choices["task.tasks"]
     if not cfg.task.tasks:
-        raise ConfigError("task.tasks: list at least one of " + ", ".join(TASK_NAMES))
+        raise ConfigError("task.tasks: list at least one of " + ", ".join(tasks))
     for t in cfg.task.tasks:
-        if t not in TASK_NAMES:
-            raise ConfigError(f"task.tasks: unknown task '{t}'; known: {', '.join(TASK_NAMES)}")
+        if t not in tasks:
+            raise ConfigError(f"task.tasks: unknown task '{t}'; known: {', '.join(tasks)}")
     return cfg
 
 

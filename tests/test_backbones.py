@@ -9,7 +9,8 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from surgflow.io_utils import SurgflowError
-from surgflow.models.backbones import BACKBONES, build_backbone, norm_layers
+from surgflow.models.backbones import build_backbone, norm_layers
+from surgflow.registry import NORM_MODES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -20,7 +21,7 @@ def _x(n=4, seed=0):
 
 
 def test_registry_and_features():
-    assert set(BACKBONES.names()) == {"native", "frozen_bn", "gn"}
+    assert set(NORM_MODES.names()) == {"native", "frozen_bn", "gn"}
     b = build_backbone("test_convnext")
     y = b(_x(3))
     assert y.shape == (3, b.feature_dim) and b.feature_dim == 64

@@ -19,8 +19,13 @@ CHEAT_NOTE = ("NON-CAUSAL: evaluated with BatchNorm in train mode (--cheat): eac
               "normalised with statistics of its batch, which includes later frames; these scores "
               "are not achievable online")
 
-# Strategies whose batches hold consecutive frames of one video (seq_len > 1).
-CONSECUTIVE_STRATEGIES = ("carry_hidden", "clips", "full_context")
+
+
+def consecutive_strategies() -> tuple[str, ...]:
+    """Strategies whose batches hold consecutive frames of one video (declared by each strategy)."""
+    from surgflow.registry import STRATEGIES
+
+    return tuple(n for n, cls in STRATEGIES.items() if cls.consecutive_frames)
 
 
 def batchnorm_train_layers(model: nn.Module) -> list[str]:
@@ -34,13 +39,13 @@ def bn_pitfall_warning(model: nn.Module, cfg: Any) -> Optional[str]:
     """A warning text when training would hit the BN "cheating" pitfall, else None.
 
     Condition: online task + BatchNorm using batch statistics in train mode + batches of T > 1
-    consecutive frames of one video (carry_hidden, clips, full_context)."""
+    consecutive frames of one video (the strategies declaring `consecutive_frames`)."""
     task, train = cfg.task, cfg.train
     if not getattr(task, "online", True):
         return None
     strategy = getattr(train, "strategy", "")
     seq_len = int(getattr(train, "seq_len", 1))
-    if strategy not in CONSECUTIVE_STRATEGIES or seq_len <= 1:
+    if strategy not in consecutive_strategies() or seq_len <= 1:
         return None
     layers = batchnorm_train_layers(model)
     if not layers:

@@ -24,7 +24,7 @@ import numpy as np
 from surgflow.data import annotations as ann
 from surgflow.io_utils import SurgflowError
 from surgflow.labels import AUTOLAPARO_PHASES, CHOLEC80_FPS, CHOLEC80_PHASES, CHOLEC80_TOOLS
-from surgflow.registry import Registry
+from surgflow.registry import LAYOUTS  # name -> function(raw_root: Path) -> list[RawVideo]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 
@@ -52,9 +52,6 @@ class RawVideo:
         if self._labels is None:
             self._labels = self.loader()
         return self._labels
-
-
-LAYOUTS: Registry[Callable[[Path], list[RawVideo]]] = Registry("layout")
 
 
 def _videos(root: Path, folder: str = "videos") -> dict[str, Path]:
@@ -144,7 +141,4 @@ def mstcn(root) -> list[RawVideo]:
 
 
 def get_layout(name: str) -> Callable[[Path], list[RawVideo]]:
-    try:
-        return LAYOUTS.get(name)
-    except KeyError as e:
-        raise SurgflowError(str(e.args[0])) from None
+    return LAYOUTS.get(name)

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from surgflow.io_utils import SurgflowError
-from surgflow.registry import Registry
+from surgflow.registry import SPLITS  # name -> function(available: list[str]) -> {subset: [...]}
 
 SUBSETS = ("train", "val", "test")
-SPLITS: Registry[Callable[[list[str]], dict]] = Registry("split")
 
 ANTICIPATION_FOLDS = [
     [2, 4, 6, 12, 24, 29, 34, 37, 38, 39, 44, 58, 60, 61, 64, 66, 75, 78, 79, 80],

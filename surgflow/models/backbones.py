@@ -19,13 +19,13 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from surgflow.io_utils import SurgflowError
-from surgflow.registry import Registry
+from surgflow.registry import NORM_MODES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# norm mode name -> function(model: nn.Module, gn_groups: int, name: str) -> nn.Module (in place)
-BACKBONES: Registry = Registry("backbone norm mode")
+# NORM_MODES: norm mode name -> function(model: nn.Module, gn_groups: int, name: str) -> nn.Module
+# (converted in place)
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,12 +55,12 @@ def _frozen_class(cls: type) -> type:
     return _FROZEN_CLASSES[cls]
 
 
-@BACKBONES.register("native")
+@NORM_MODES.register("native")
 def _native(model: nn.Module, gn_groups: int, name: str = "") -> nn.Module:
     return model
 
 
-@BACKBONES.register("frozen_bn")
+@NORM_MODES.register("frozen_bn")
 def freeze_batchnorm(model: nn.Module, gn_groups: int = 32, name: str = "") -> nn.Module:
     """Swap the class of every BatchNorm (incl. SyncBatchNorm and timm's BatchNormAct2d) for a
     frozen-statistics subclass; the state_dict keys do not change, so pretrained weights still load."""
@@ -113,7 +113,7 @@ def has_trained_bn_statistics(model: nn.Module) -> bool:
     return False
 
 
-@BACKBONES.register("gn")
+@NORM_MODES.register("gn")
 def batchnorm_to_groupnorm(model: nn.Module, gn_groups: int = 32, name: str = "") -> nn.Module:
     if has_trained_bn_statistics(model):
         warnings.warn(
@@ -334,8 +334,7 @@ def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str,
                    freeze_stages: int = 0, gn_groups: int = 32, channels_last: bool = False) -> Backbone:
     import timm
 
-    if norm not in BACKBONES:
-        raise SurgflowError(f"model.norm: unknown norm mode '{norm}'; known: {', '.join(BACKBONES.names())}")
+    convert = NORM_MODES.get(norm)  # before the (slow) build: an unknown mode fails at once
     if not timm.is_model(name):
         raise SurgflowError(f"model.backbone: unknown backbone '{name}'; list the names timm knows "
                             f"with timm.list_models('{name.split('_')[0]}*')")
@@ -354,6 +353,6 @@ def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str,
             raise SurgflowError(f"model.pretrained: '{pretrained}' is a string; write true or false "
                                 "without quotes, or a weights file path")
         load_weights(model, pretrained, name)
-    BACKBONES.get(norm)(model, gn_groups, name)
+    convert(model, gn_groups, name)
     freeze_first_stages(model, freeze_stages, name)
     return Backbone(model, name, norm, channels_last)

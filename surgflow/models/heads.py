@@ -24,15 +24,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from surgflow.registry import Registry
-
-HEADS: Registry = Registry("temporal head")
+from surgflow.registry import HEADS  # entries: head classes; HEADS.build(name, in_dim, model_cfg)
 
 State = tuple  # tuple[torch.Tensor, ...]
 
 
 class TemporalHead(nn.Module):
-    causal: bool = True
+    causal: bool  # declared by every registered head (no default: a new head must say)
     out_dim: int
     state_batch_dims: tuple = ()  # batch dimension of each state tensor
 
@@ -87,6 +85,11 @@ class _RNNHead(TemporalHead):
         self.hidden, self.layers = hidden, layers
         self.out_dim = hidden * (2 if bidirectional else 1)
         self.state_batch_dims = (1,) * self.n_state  # [L, B, H]
+
+    @classmethod
+    def from_config(cls, in_dim: int, model_cfg) -> "_RNNHead":
+        """The registry factory; model_cfg: surgflow.config.ModelConfig."""
+        return cls(in_dim, hidden=model_cfg.hidden, layers=model_cfg.layers, dropout=model_cfg.dropout)
 
     def init_state(self, batch_size, device=None, dtype=torch.float32):
         z = torch.zeros(self.layers, batch_size, self.hidden, device=device, dtype=dtype)
@@ -177,6 +180,12 @@ class _TCNBase(TemporalHead):
         self.maps = maps
         self.out_dim = maps
 
+    @classmethod
+    def from_config(cls, in_dim: int, model_cfg) -> "_TCNBase":
+        """The registry factory; model_cfg: surgflow.config.ModelConfig."""
+        return cls(in_dim, stages=model_cfg.tcn_stages, layers=model_cfg.tcn_layers,
+                   maps=model_cfg.tcn_maps, dropout=model_cfg.dropout)
+
     def _stage_input(self, s: int, x: torch.Tensor) -> torch.Tensor:
         # stage 0 reads the frame features; refinement stages read the previous stage (see module doc)
         return self.stages[s].inp(x if s == 0 else F.relu(x))
@@ -236,8 +245,4 @@ class CenteredTCNHead(_TCNBase):
 
 def build_head(name: str, in_dim: int, model_cfg) -> TemporalHead:
     """model_cfg: surgflow.config.ModelConfig (hidden, layers, tcn_*, dropout)."""
-    cls = HEADS.get(name)
-    if issubclass(cls, _TCNBase):
-        return cls(in_dim, stages=model_cfg.tcn_stages, layers=model_cfg.tcn_layers,
-                   maps=model_cfg.tcn_maps, dropout=model_cfg.dropout)
-    return cls(in_dim, hidden=model_cfg.hidden, layers=model_cfg.layers, dropout=model_cfg.dropout)
+    return HEADS.build(name, in_dim, model_cfg)

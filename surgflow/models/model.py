@@ -116,8 +116,6 @@ def build_model(cfg, num_phases: int, num_tools: int = 0, num_instruments: int =
     load_pretrained=False skips model.pretrained (rebuilding a model whose checkpoint holds all
     weights: no download, no need for the original weights file)."""
     m = cfg.model
-    if m.head not in HEADS:
-        raise SurgflowError(f"model.head: unknown head '{m.head}'; known: {', '.join(HEADS.names())}")
     head_cls = HEADS.get(m.head)
     if not head_cls.causal and cfg.task.online:
         raise SurgflowError(f"head '{m.head}' is not causal; set task.online: false for offline analysis")

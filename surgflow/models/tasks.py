@@ -19,9 +19,7 @@ import torch.nn.functional as F
 
 from surgflow.io_utils import SurgflowError
 from surgflow.labels import IGNORE_INDEX
-from surgflow.registry import Registry
-
-TASKS: Registry = Registry("task")
+from surgflow.registry import TASKS  # entries: task classes; TASKS.build(name, in_dim, cfg, **dims)
 
 
 def median_frequency_weights(counts: Sequence[int]) -> np.ndarray:
@@ -51,6 +49,8 @@ def _masked_mean(per_frame: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class Task(nn.Module):
+    """Registered tasks build with `from_config(in_dim, cfg, num_phases=, num_tools=,
+    num_instruments=, phase_counts=None)` (cfg: surgflow.config.Config; each reads what it needs)."""
     name: str
     output_keys: tuple
 
@@ -72,6 +72,18 @@ class PhaseTask(Task):
         self.fc = nn.Linear(in_dim, num_phases)
         w = torch.ones(num_phases) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         self.register_buffer("class_weights", w.float())  # saved with the model
+
+    @classmethod
+    def from_config(cls, in_dim, cfg, num_phases=0, phase_counts=None, **_dims) -> "PhaseTask":
+        weights = cfg.task.phase_weights
+        if weights is not None:
+            if len(weights) != num_phases:
+                raise SurgflowError(f"task.phase_weights: {len(weights)} weights for {num_phases} phases")
+        elif phase_counts is not None:
+            if len(phase_counts) != num_phases:
+                raise SurgflowError(f"phase_counts: {len(phase_counts)} counts for {num_phases} phases")
+            weights = median_frequency_weights(phase_counts)
+        return cls(in_dim, num_phases, weights)
 
     def forward(self, h):  # h [B, T, H]
         return {"phase": self.fc(h)}  # [B, T, P]
@@ -103,6 +115,10 @@ class ToolsTask(Task):
                                 "(remove 'tools' from task.tasks)")
         self.fc = nn.Linear(in_dim, num_tools)
 
+    @classmethod
+    def from_config(cls, in_dim, cfg, num_tools=0, **_dims) -> "ToolsTask":
+        return cls(in_dim, num_tools)
+
     def forward(self, h):
         return {"tools": self.fc(h)}  # [B, T, K]
 
@@ -131,6 +147,10 @@ class AnticipationTask(Task):
         self.num_instruments = num_instruments
         self.horizon = float(horizon)
         self.ce_weight = float(ce_weight)
+
+    @classmethod
+    def from_config(cls, in_dim, cfg, num_instruments=0, **_dims) -> "AnticipationTask":
+        return cls(in_dim, num_instruments, cfg.task.horizon, cfg.task.anticipation_ce_weight)
 
     def forward(self, h):
         B, T, _ = h.shape
@@ -166,18 +186,5 @@ class AnticipationTask(Task):
 
 def build_task(name: str, in_dim: int, cfg, num_phases: int, num_tools: int, num_instruments: int,
                phase_counts=None) -> Task:
-    if name not in TASKS:
-        raise SurgflowError(f"task.tasks: unknown task '{name}'; known: {', '.join(TASKS.names())}")
-    if name == "phase":
-        weights = cfg.task.phase_weights
-        if weights is not None:
-            if len(weights) != num_phases:
-                raise SurgflowError(f"task.phase_weights: {len(weights)} weights for {num_phases} phases")
-        elif phase_counts is not None:
-            if len(phase_counts) != num_phases:
-                raise SurgflowError(f"phase_counts: {len(phase_counts)} counts for {num_phases} phases")
-            weights = median_frequency_weights(phase_counts)
-        return PhaseTask(in_dim, num_phases, weights)
-    if name == "tools":
-        return ToolsTask(in_dim, num_tools)
-    return AnticipationTask(in_dim, num_instruments, cfg.task.horizon, cfg.task.anticipation_ce_weight)
+    return TASKS.build(name, in_dim, cfg, num_phases=num_phases, num_tools=num_tools,
+                       num_instruments=num_instruments, phase_counts=phase_counts)

@@ -25,11 +25,8 @@ import torch
 from torch import nn
 
 from surgflow.io_utils import SurgflowError
-from surgflow.registry import Registry
+from surgflow.registry import STRATEGIES  # entries: strategy classes, built with (ctx)
 from surgflow.training.checkpoint import carried_to_cpu, carried_to_device
-
-STRATEGIES: Registry = Registry("training strategy")
-
 
 @dataclass
 class StepResult:
@@ -73,6 +70,9 @@ def _to_float(logs: dict) -> dict:
 
 class Strategy:
     name = ""
+    # True: a batch holds T consecutive frames of one video through the CNN (BatchNorm couples
+    # them; audit/guards.py warns). Every registered strategy declares it.
+    consecutive_frames: bool
     uses_ddp_forward = True  # False: the trainer all-reduces gradients itself
 
     def __init__(self, ctx: TrainContext):
@@ -127,6 +127,7 @@ class Strategy:
 @STRATEGIES.register("carry_hidden")
 class CarryHidden(Strategy):
     name = "carry_hidden"
+    consecutive_frames = True
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
@@ -157,6 +158,7 @@ class CarryHidden(Strategy):
 @STRATEGIES.register("clips")
 class Clips(Strategy):
     name = "clips"
+    consecutive_frames = True
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
@@ -186,6 +188,7 @@ class Clips(Strategy):
 @STRATEGIES.register("full_context")
 class FullContext(Strategy):
     name = "full_context"
+    consecutive_frames = True
     uses_ddp_forward = False  # full_context_step drives features/temporal itself
 
     def __init__(self, ctx: TrainContext):
@@ -259,6 +262,7 @@ class FeatureBatch:
 @STRATEGIES.register("two_stage")
 class TwoStage(Strategy):
     name = "two_stage"
+    consecutive_frames = False
     uses_ddp_forward = False
 
     def __init__(self, ctx: TrainContext):
@@ -369,8 +373,4 @@ class TwoStage(Strategy):
 
 
 def build_strategy(ctx: TrainContext) -> Strategy:
-    name = ctx.cfg.train.strategy
-    if name not in STRATEGIES:
-        raise SurgflowError(f"train.strategy: unknown strategy '{name}'; known: "
-                            f"{', '.join(STRATEGIES.names())}")
-    return STRATEGIES.get(name)(ctx)
+    return STRATEGIES.build(ctx.cfg.train.strategy, ctx)
