@@ -80,8 +80,7 @@ def make_setup(backbone: str, size, seq_len: int, batch: int, device: str, preci
         f"train.strategy={strategy}", f"train.micro_batch={micro_batch}", "train.epochs=2",
         "train.two_stage_cnn_epochs=1"])
     seed_everything(0)
-    rt = Runtime(device=select_device(device), precision=precision, channels_last=channels_last,
-                 compile=compile)
+    rt = Runtime(device=select_device(device), precision=precision, compile=compile)
     ds = MemoryDataset(videos=max(batch, 1), frames=video_frames or seq_len * 2, size=size)
     model = rt.prepare_model(build_model(cfg, 7, 7, 0, phase_counts=ds.phase_counts(), size=size))
     model.train()

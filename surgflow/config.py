@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from surgflow.io_utils import SurgflowError
+from surgflow.labels import ANTICIPATION_INSTRUMENTS
 from surgflow.registry import choices
 
 
@@ -54,9 +55,7 @@ class TaskConfig:
     tasks: list[str] = field(default_factory=lambda: ["phase"])  # phase | tools | anticipation
     online: bool = True  # false allows non-causal heads (offline analysis)
     horizon: float = 3.0  # anticipation horizon h in minutes
-    instruments: list[str] = field(
-        default_factory=lambda: ["Bipolar", "Scissors", "Clipper", "Irrigator", "SpecimenBag"]
-    )
+    instruments: list[str] = field(default_factory=lambda: list(ANTICIPATION_INSTRUMENTS))
     phase_weights: Optional[list[float]] = None  # None = median frequency from training labels
     anticipation_ce_weight: float = 0.01
 

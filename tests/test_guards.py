@@ -1,20 +1,15 @@
-"""Guardrails: the BN pitfall warning at train start and the eval-mode / cheat helpers."""
+"""Guardrail: the BN pitfall warning at train start."""
 from __future__ import annotations
 
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from surgflow.audit.guards import (NON_CAUSAL, bn_pitfall_warning, require_eval_mode,  # noqa: E402
-                                   set_eval_mode)
+from surgflow.audit.guards import bn_pitfall_warning  # noqa: E402
 from surgflow.config import from_dict  # noqa: E402
-from surgflow.io_utils import SurgflowError  # noqa: E402
 from surgflow.models.model import build_model  # noqa: E402
-
-
 
 
 def setup(backbone="test_resnet", norm="native", strategy="carry_hidden", seq_len=8, online=True,
@@ -53,25 +48,3 @@ def test_clips_mixing_mentioned():
 def test_no_warning_when_safe(kwargs):
     model, cfg = setup(**kwargs)
     assert bn_pitfall_warning(model, cfg) is None
-
-
-def test_eval_mode_helpers():
-    model, _ = setup(dropout=0.5)
-    model.train()
-    with pytest.raises(SurgflowError, match="--cheat"):
-        require_eval_mode(model, cheat=False)
-    set_eval_mode(model)
-    require_eval_mode(model, cheat=False)
-    assert not model.training
-    # cheat: BatchNorm in train mode (batch statistics), dropout stays off -> deterministic
-    set_eval_mode(model, cheat=True)
-    require_eval_mode(model, cheat=True)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and all(m.training for m in bns)
-    assert not model.drop.training
-    x = torch.rand(1, 4, 3, 32, 32)
-    with torch.no_grad():
-        a, _ = model(x)
-        b, _ = model(x)
-    assert torch.equal(a["anticipation"], b["anticipation"])
-    assert NON_CAUSAL == "NON-CAUSAL"

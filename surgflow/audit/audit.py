@@ -16,14 +16,13 @@ Random weights are enough: the leaks tested here are structural.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from surgflow.io_utils import SurgflowError
+from surgflow.io_utils import SurgflowError, json_safe
 from surgflow.models.backbones import NormLayer, norm_layers
 
 REL_TOL = 1e-5  # relative to the output's magnitude: above this a change is not float noise
@@ -82,7 +81,7 @@ class AuditReport:
             "verdict": self.summary(),
             "norm_counts": self.counts(),
             "norm_layers": [n._asdict() for n in self.norm_layers],
-            "findings": [_finite(asdict(f)) for f in self.findings],
+            "findings": [json_safe(asdict(f)) for f in self.findings],
         }
 
     def summary(self) -> str:
@@ -131,11 +130,6 @@ class AuditReport:
         lines.append(("verdict: LEAK (" + str(sum(f.leak for f in self.findings)) + " finding(s))")
                      if self.leaks else "verdict: PASS")
         return "\n".join(lines)
-
-
-def _finite(d: dict) -> dict:
-    """JSON has no NaN/inf: write None instead."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 # --------------------------------------------------------------------------- inventory

@@ -1,9 +1,8 @@
-"""Guardrails against BatchNorm's pitfalls (DOMAIN.md section 2) in training and evaluation.
+"""Guardrail against BatchNorm's pitfalls (DOMAIN.md section 2) in training.
 
-- `bn_pitfall_warning(model, cfg)`: the trainer prints it at start when an online task combines
-  BatchNorm in train mode with batches of consecutive frames of one video.
-- `set_eval_mode(model, cheat)` / `require_eval_mode(model, cheat)`: evaluation is causal only in
-  eval mode; train-mode ("cheat") evaluation must be asked for and is then marked NON-CAUSAL.
+`bn_pitfall_warning(model, cfg)`: the trainer prints it at start when an online task combines
+BatchNorm in train mode with batches of consecutive frames of one video. (Train-mode "cheat"
+evaluation and its NON-CAUSAL marking live in evaluation/runner.py and evaluation/score.py.)
 """
 from __future__ import annotations
 
@@ -11,20 +10,11 @@ from typing import Any, Optional
 
 from torch import nn
 
-from surgflow.io_utils import SurgflowError
-
-# Marker for every output (terminal, JSON, plot titles) of a train-mode ("cheat") evaluation.
-NON_CAUSAL = "NON-CAUSAL"
-CHEAT_NOTE = ("NON-CAUSAL: evaluated with BatchNorm in train mode (--cheat): each frame is "
-              "normalised with statistics of its batch, which includes later frames; these scores "
-              "are not achievable online")
-
+from surgflow.registry import STRATEGIES
 
 
 def consecutive_strategies() -> tuple[str, ...]:
     """Strategies whose batches hold consecutive frames of one video (declared by each strategy)."""
-    from surgflow.registry import STRATEGIES
-
     return tuple(n for n, cls in STRATEGIES.items() if cls.consecutive_frames)
 
 
@@ -67,30 +57,3 @@ def bn_pitfall_warning(model: nn.Module, cfg: Any) -> Optional[str]:
         f"(model.backbone=convnext_tiny / resnet50_gn / nfnet_l0); more or shuffled clips per "
         f"batch (train.strategy=clips, larger train.batch_size) only weaken it. "
         f"Check a model with `surgflow audit`.")
-
-
-def _is_stochastic(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__ in ("DropPath", "DropBlock2d")
-
-
-def set_eval_mode(model: nn.Module, cheat: bool = False) -> nn.Module:
-    """Eval mode for evaluation; with cheat=True, train mode for normalisation layers only
-    (dropout and stochastic depth stay off), i.e. BatchNorm uses the statistics of each batch."""
-    if not cheat:
-        return model.eval()
-    model.train()
-    for m in model.modules():
-        if _is_stochastic(m):
-            m.eval()
-    return model
-
-
-def require_eval_mode(model: nn.Module, cheat: bool = False) -> None:
-    """Raise unless `model` is in the mode evaluation asked for: fully in eval mode, or, with an
-    explicit cheat=True, BatchNorm in train mode (the result must then be marked NON-CAUSAL)."""
-    training = [n for n, m in model.named_modules() if m.training and not _is_stochastic(m)]
-    if not cheat and training:
-        raise SurgflowError(
-            f"evaluation must run in eval mode, but {len(training)} module(s) are in train mode "
-            f"(e.g. '{training[0] or type(model).__name__}'); call model.eval(), or pass --cheat to "
-            "evaluate BatchNorm in train mode on purpose (results are then marked NON-CAUSAL)")

@@ -20,7 +20,9 @@ import numpy as np
 from surgflow.io_utils import SurgflowError
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
+def read_lines(path: Path, what: str) -> list[str]:
+    """Lines of an annotation/prediction text file (BOM, CR and trailing blank lines dropped);
+    a missing, non-UTF-8 or empty file raises SurgflowError naming it."""
     path = Path(path)
     if not path.is_file():
         raise SurgflowError(f"{what} file not found: {path}; add the file or remove its video")
@@ -36,7 +38,7 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return lines
 
 
-def _split(line: str) -> list[str]:
+def split_fields(line: str) -> list[str]:
     # Cholec80 files are tab separated; tolerate runs of spaces as in some re-exports.
     return line.split("\t") if "\t" in line else line.split()
 
@@ -87,11 +89,11 @@ def parse_phase_file(path, phase_names: list[str], one_based: bool = False,
     Phases may be names (case-insensitive) or ids; ids are 1-based when `one_based` (AutoLaparo).
     """
     path = Path(path)
-    lines = _read_lines(path, what)
-    _check_header(path, _split(lines[0]), ["Frame", "Phase"])
+    lines = read_lines(path, what)
+    _check_header(path, split_fields(lines[0]), ["Frame", "Phase"])
     frames, tokens = [], []
     for n, line in enumerate(lines[1:], start=2):
-        parts = _split(line)
+        parts = split_fields(line)
         if len(parts) != 2:
             raise SurgflowError(f"{path}: line {n}: expected 2 columns (Frame, Phase), got "
                                 f"{len(parts)}: {line!r}")
@@ -121,8 +123,8 @@ def parse_tool_file(path, tool_names: list[str]) -> tuple[np.ndarray, np.ndarray
     The header must name exactly the known tools (any order); values must be 0 or 1.
     """
     path = Path(path)
-    lines = _read_lines(path, "tool annotation")
-    header = [h.strip() for h in _split(lines[0])]
+    lines = read_lines(path, "tool annotation")
+    header = [h.strip() for h in split_fields(lines[0])]
     if not header or header[0].lower() != "frame":
         want_s = "\\t".join(["Frame"] + list(tool_names))
         raise SurgflowError(f"{path}: line 1: expected header '{want_s}', got {lines[0]!r}; "
@@ -142,7 +144,7 @@ def parse_tool_file(path, tool_names: list[str]) -> tuple[np.ndarray, np.ndarray
     values = np.zeros((len(lines) - 1, len(tool_names)), np.float32)
     for r, line in enumerate(lines[1:]):
         n = r + 2
-        parts = _split(line)
+        parts = split_fields(line)
         if len(parts) != len(header):
             raise SurgflowError(f"{path}: line {n}: expected {len(header)} columns, got "
                                 f"{len(parts)}: {line!r}")
@@ -176,7 +178,7 @@ def rows_from_frames(path, frames: np.ndarray, step: int, first: int = 0) -> Non
 def parse_mapping(path) -> list[str]:
     """MS-TCN `mapping.txt` (`id name` per line, ids 0..C-1) -> names in id order."""
     path = Path(path)
-    lines = _read_lines(path, "mapping")
+    lines = read_lines(path, "mapping")
     names: dict[int, str] = {}
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -200,7 +202,7 @@ def parse_mapping(path) -> list[str]:
 def parse_mstcn_ground_truth(path, names: list[str]) -> np.ndarray:
     """MS-TCN ground truth (one label name per line) -> ids int64 [R]."""
     path = Path(path)
-    lines = _read_lines(path, "ground-truth")
+    lines = read_lines(path, "ground-truth")
     lookup = {n: i for i, n in enumerate(names)}
     out = np.empty(len(lines), np.int64)
     for n, line in enumerate(lines, start=1):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from surgflow.io_utils import SurgflowError
 from surgflow.registry import SPLITS  # name -> function(available: list[str]) -> {subset: [...]}

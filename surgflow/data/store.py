@@ -20,6 +20,7 @@ from surgflow.data.splits import SUBSETS, resolve_split
 from surgflow.data.store_format import MANIFEST, STORAGE, decode_jpeg
 from surgflow.data.targets import anticipation_targets
 from surgflow.io_utils import SurgflowError
+from surgflow.labels import ANTICIPATION_INSTRUMENTS
 
 
 class PreparedDataset:
@@ -141,8 +142,7 @@ class PreparedDataset:
         return None if t is False else t
 
     def anticipation(self, video: str, horizon: float,
-                     instruments: Sequence[str] = ("Bipolar", "Scissors", "Clipper", "Irrigator",
-                                                   "SpecimenBag")) -> np.ndarray:
+                     instruments: Sequence[str] = tuple(ANTICIPATION_INSTRUMENTS)) -> np.ndarray:
         """float32 [N, I] minutes until each instrument's next use, in [0, horizon].
 
         A dataset without tool labels returns [N, 0] (phase-only datasets such as AutoLaparo).

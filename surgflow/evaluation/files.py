@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from surgflow.data.annotations import _read_lines, _split, parse_phase_file, parse_tool_file
+from surgflow.data.annotations import parse_phase_file, parse_tool_file, read_lines, split_fields
 from surgflow.evaluation.rates import (  # noqa: F401 (frame_step, subsample, sidecar: re-exported)
     FPS_SIDECAR, Rates, frame_step, kept_rows, note_subsampled, pred_at_rate, resolve_rates, subsample,
     write_fps_sidecar)
@@ -210,8 +210,8 @@ def read_table(path, columns: Sequence[str], what: str) -> tuple[np.ndarray, np.
     """`Frame\\t<col>...` with float values -> (frames int64 [R], values float64 [R, len(columns)])
     in `columns` order (any column order in the file, extra columns ignored). NaN/inf rejected."""
     path = Path(path)
-    lines = _read_lines(path, what)
-    header = [h.strip() for h in _split(lines[0])]
+    lines = read_lines(path, what)
+    header = [h.strip() for h in split_fields(lines[0])]
     if not header or header[0].lower() != "frame":
         want = "\\t".join(["Frame", *columns])
         raise SurgflowError(f"{path}: line 1: expected header '{want}', got {lines[0]!r}; "
@@ -224,10 +224,10 @@ def read_table(path, columns: Sequence[str], what: str) -> tuple[np.ndarray, np.
     if len(lines) < 2:
         raise SurgflowError(f"{path}: {what} file has a header but no rows")
     try:
-        table = np.array([_split(ln) for ln in lines[1:]], dtype=np.float64)
+        table = np.array([split_fields(ln) for ln in lines[1:]], dtype=np.float64)
     except ValueError:
         for n, ln in enumerate(lines[1:], start=2):
-            parts = _split(ln)
+            parts = split_fields(ln)
             if len(parts) != len(header):
                 raise SurgflowError(f"{path}: line {n}: expected {len(header)} columns, got "
                                     f"{len(parts)}: {ln!r}") from None
@@ -257,7 +257,7 @@ def write_table(path, values: np.ndarray, columns: Sequence[str], fmt: str = "{:
 
 def tool_names_of(path) -> list[str]:
     """Tool names from the header of a tool file (all columns after Frame)."""
-    header = [h.strip() for h in _split(_read_lines(Path(path), "tool annotation")[0])]
+    header = [h.strip() for h in split_fields(read_lines(Path(path), "tool annotation")[0])]
     if not header or header[0].lower() != "frame" or len(header) < 2:
         got = "\\t".join(header)
         raise SurgflowError(f"{path}: line 1: expected header 'Frame\\t<tool>...', got {got!r}")

@@ -19,6 +19,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
+from surgflow.run_meta import RunMeta
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def _collect(decoded: dict, valid) -> dict:
     return {k: v[0].detach().float().cpu().numpy()[keep] for k, v in decoded.items()}
 
 
-def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta: dict, chunk: int = 64,
+def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta, chunk: int = 64,
                     device="cpu", cheat: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Run `model` over whole videos of `dataset` in order, state carried across chunks.
 
@@ -56,14 +57,15 @@ def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta: dict,
     "anticipation_min": [N, I] (only the model's tasks), "gt_phase": int64 [N],
     "gt_tools": [N, K] (when the dataset has tool labels), "gt_anticipation": [N, I]}}.
     A causal model sees frames <= t only. A non-causal (offline) head gets the features of the
-    whole video in one temporal call. `cheat`: BatchNorm in train mode (NON-CAUSAL)."""
+    whole video in one temporal call. `cheat`: BatchNorm in train mode (NON-CAUSAL).
+    meta: RunMeta (or a checkpoint meta dict)."""
     import torch
 
     from surgflow.data.samplers import iter_video_chunks
 
     videos = list(dataset.videos if videos is None else videos)
-    horizon = float(meta.get("horizon", 3.0))
-    instruments = list(meta.get("instruments") or [])
+    meta = RunMeta.coerce(meta, model)
+    horizon, instruments = meta.horizon, meta.instruments
     causal = bool(getattr(model, "is_causal", True))
     was_training = model.training
     model.eval()
@@ -137,28 +139,29 @@ def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[
         files.write_fps_sidecar(gt_dir, fps, "surgflow eval ground truth at the evaluation rate")
 
 
-def score_predictions(preds: dict, meta: dict, fps: float, label: Optional[str], cheat: bool,
+def score_predictions(preds: dict, meta, fps: float, label: Optional[str], cheat: bool,
                       relaxed: Optional[str] = None, notes: Sequence[str] = ()) -> dict:
     """{task: score_* result} for the tasks the model predicts."""
     from surgflow.evaluation import score
 
+    meta = RunMeta.coerce(meta)
     res = {}
     videos = sorted(preds)
     if all("phase" in preds[v] for v in videos):
         res["phase"] = score.score_phase({v: preds[v]["gt_phase"] for v in videos},
                                          {v: preds[v]["phase"] for v in videos},
-                                         meta["phase_names"], fps, relaxed=relaxed, label=label,
+                                         meta.phase_names, fps, relaxed=relaxed, label=label,
                                          non_causal=cheat, notes=notes)
     if all("tools_prob" in preds[v] and "gt_tools" in preds[v] for v in videos):
         res["tools"] = score.score_tools({v: preds[v]["gt_tools"] for v in videos},
                                          {v: preds[v]["tools_prob"] for v in videos},
-                                         meta["tool_names"], fps, label=label, non_causal=cheat,
+                                         meta.tool_names, fps, label=label, non_causal=cheat,
                                          notes=notes)
     if all("anticipation_min" in preds[v] and "gt_anticipation" in preds[v] for v in videos):
         res["anticipation"] = score.score_anticipation(
             {v: preds[v]["gt_anticipation"] for v in videos},
-            {v: preds[v]["anticipation_min"] for v in videos}, meta["instruments"],
-            float(meta["horizon"]), fps, label=label, non_causal=cheat, notes=notes)
+            {v: preds[v]["anticipation_min"] for v in videos}, meta.instruments,
+            meta.horizon, fps, label=label, non_causal=cheat, notes=notes)
     return res
 
 
@@ -173,12 +176,12 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     from surgflow.training.checkpoint import load_model
 
     model, cfg, meta = load_model(run_dir, checkpoint, device)
-    if not meta.get("dataset_root"):
+    if not meta.dataset_root:
         raise SurgflowError(f"{run_dir}: checkpoint meta has no dataset_root; cannot find the videos")
-    ds = PreparedDataset(meta["dataset_root"], split=meta.get("split", "all"), subset=split)
+    ds = PreparedDataset(meta.dataset_root, split=meta.split, subset=split)
     if not ds.videos:
-        raise SurgflowError(f"split '{meta.get('split')}' has no '{split}' videos in "
-                            f"{meta['dataset_root']}; choose another --split (val or test)")
+        raise SurgflowError(f"split '{meta.split}' has no '{split}' videos in "
+                            f"{meta.dataset_root}; choose another --split (val or test)")
     chunk = int(chunk or getattr(getattr(cfg, "train", None), "seq_len", 64) or 64)
     tag = f"{split}_NONCAUSAL" if cheat else split
     if out is None:
@@ -192,10 +195,10 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     if not getattr(model, "is_causal", True):
         notes.append("offline model (non-causal head): the whole video is seen at once")
     preds = predict_dataset(model, ds, ds.videos, meta, chunk, device, cheat)
-    fps = float(meta.get("fps", ds.fps))
+    fps = meta.fps or float(ds.fps)  # older metas without fps: the dataset's recorded rate
     pred_dir, gt_dir = out / "predictions", out / "ground_truth"
-    write_prediction_files(preds, pred_dir, gt_dir, meta["phase_names"], meta.get("tool_names") or [],
-                           meta.get("instruments") or [], fps)
+    write_prediction_files(preds, pred_dir, gt_dir, meta.phase_names, meta.tool_names,
+                           meta.instruments, fps)
     scores = score_predictions(preds, meta, fps, label, cheat, relaxed, notes)
     text = "\n\n".join(score.format_table(r) for r in scores.values())
     prefix = "NONCAUSAL_" if cheat else ""
@@ -213,17 +216,17 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
         if "phase" in scores:
             written += plots_mod.phase_ribbons({v: preds[v]["gt_phase"] for v in videos},
                                                {v: preds[v]["phase"] for v in videos},
-                                               meta["phase_names"], pdir, fps, label, cheat)
+                                               meta.phase_names, pdir, fps, label, cheat)
             written.append(plots_mod.confusion_matrix_plot(
-                np.array(scores["phase"]["confusion"]), meta["phase_names"], pdir / "confusion.png",
+                np.array(scores["phase"]["confusion"]), meta.phase_names, pdir / "confusion.png",
                 label, cheat))
         if "anticipation" in scores:
             written += plots_mod.anticipation_curves(
                 {v: preds[v]["gt_anticipation"] for v in videos},
-                {v: preds[v]["anticipation_min"] for v in videos}, meta["instruments"],
-                float(meta["horizon"]), pdir, fps, label, cheat)
+                {v: preds[v]["anticipation_min"] for v in videos}, meta.instruments,
+                meta.horizon, pdir, fps, label, cheat)
     mapping = gt_dir / "mapping.txt"  # phase vocabulary for `surgflow score --phases`
-    atomic_write_text(mapping, "".join(f"{i} {n}\n" for i, n in enumerate(meta["phase_names"])))
+    atomic_write_text(mapping, "".join(f"{i} {n}\n" for i, n in enumerate(meta.phase_names)))
     rescore = (f"surgflow score phase --gt {gt_dir} --pred {pred_dir} --gt-fps {fps:g} --fps {fps:g}"
                f" --phases {mapping}")
     if not quiet:

@@ -271,24 +271,9 @@ def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarr
 
 # ---------------------------------------------------------------- output
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        x = float(obj)
-        return x if math.isfinite(x) else None  # NaN (undefined) -> null
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def write_json(result: dict, path) -> None:
-    """Atomic JSON; undefined values (NaN) become null."""
-    atomic_write_json(path, _json_safe(result))
+    """Atomic JSON; undefined values (NaN) become null (io_utils.json_safe)."""
+    atomic_write_json(path, result)
 
 
 def _f(x, width: int = 7, digits: int = 2) -> str:

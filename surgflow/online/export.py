@@ -81,7 +81,7 @@ def stream_frames(n: int, size: tuple[int, int], seed: int = 0, video: str | Non
     return frames.clamp(0, 1).numpy().astype(np.float32)
 
 
-def export_onnx(model: torch.nn.Module, meta: dict, path: str | Path, verify_frames: int = 100,
+def export_onnx(model: torch.nn.Module, meta, path: str | Path, verify_frames: int = 100,
                 video: str | None = None, opset: int = 17, log=print) -> dict:
     """Export, verify against PyTorch over `verify_frames` streamed frames, write `path` and
     `path.json`. Returns the JSON dict (with parity["max_abs_diff"])."""
@@ -142,7 +142,7 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: str | Path, verify_fra
             raise SurgflowError(f"ONNX parity check failed: max abs diff {worst:.3g} > 1e-4 over "
                                 f"{len(frames)} frames ({max_diff}); the file was not written")
 
-    pre = dict(getattr(model, "preprocess", None) or meta.get("preprocess") or {})
+    pre = dict(getattr(model, "preprocess", None) or predictor.meta.preprocess)
     info = {
         "format": "surgflow-onnx-step",
         "version": 1,

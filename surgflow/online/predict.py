@@ -36,7 +36,7 @@ def _name_for(source: str) -> str:
     return Path(source).stem
 
 
-def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], meta: dict) -> list[Path]:
+def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], meta) -> list[Path]:
     """Write the files `surgflow score` reads, with the evaluation writers:
     `<video>-phase.txt` (argmax phase names), `-tool.txt` (probabilities), `-anticipation.txt` (min)."""
     from surgflow.evaluation.files import SUFFIX, write_phase_file, write_table
@@ -44,17 +44,17 @@ def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], m
     out_dir = Path(out_dir)
     written = []
     if "phase_prob" in preds:
-        names = list(meta.get("phase_names") or []) or None
+        names = list(meta.phase_names) or None
         path = out_dir / f"{video}{SUFFIX['phase']}"
         write_phase_file(path, preds["phase_prob"].argmax(-1), names)
         written.append(path)
     if "tools_prob" in preds and preds["tools_prob"].shape[-1] > 0:
         path = out_dir / f"{video}{SUFFIX['tool']}"
-        write_table(path, preds["tools_prob"], list(meta["tool_names"]))
+        write_table(path, preds["tools_prob"], list(meta.tool_names))
         written.append(path)
     if "anticipation_min" in preds and preds["anticipation_min"].shape[-1] > 0:
         path = out_dir / f"{video}{SUFFIX['anticipation']}"
-        write_table(path, preds["anticipation_min"], list(meta["instruments"]))
+        write_table(path, preds["anticipation_min"], list(meta.instruments))
         written.append(path)
     return written
 

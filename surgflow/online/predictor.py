@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from surgflow.io_utils import SurgflowError
+from surgflow.run_meta import RunMeta
 
 FRAME_HELP = ("pass one RGB frame: a numpy array uint8 [H, W, 3] (values 0-255) or float [H, W, 3] "
               "in [0, 1], or a torch tensor [3, H, W] (uint8, or float in [0, 1])")
@@ -107,13 +108,12 @@ def to_hwc_uint8(frame: Any) -> np.ndarray:
 class OnlinePredictor:
     """Causal one-frame-at-a-time inference with carried state.
 
-    `model` follows the SurgflowModel contract; `meta` is the checkpoint's meta dict
-    (phase_names, tool_names, instruments, horizon, fps, size, preprocess, causal).
+    `model` follows the SurgflowModel contract; `meta` is the checkpoint's RunMeta (or its dict).
     """
 
-    def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu"):
-        causal = bool(getattr(model, "is_causal", meta.get("causal", True)))
-        if not causal or meta.get("causal") is False:
+    def __init__(self, model: torch.nn.Module, meta, device: str | torch.device = "cpu"):
+        meta = RunMeta.coerce(meta, model)
+        if not (getattr(model, "is_causal", True) and meta.causal):
             raise SurgflowError(
                 "this checkpoint is an offline (non-causal) model: its temporal head looks at future "
                 "frames (e.g. bilstm or tcn_centered), so it cannot predict online one frame at a "
@@ -121,18 +121,18 @@ class OnlinePredictor:
                 "`surgflow eval` for offline analysis of whole videos.")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.meta = dict(meta)
-        pre = dict(getattr(model, "preprocess", None) or meta.get("preprocess") or {})
-        size = meta.get("size") or pre.get("size")
+        self.meta = meta
+        pre = dict(getattr(model, "preprocess", None) or meta.preprocess)
+        size = meta.size or pre.get("size")
         if size is None:
             raise SurgflowError("the checkpoint's meta has no frame size ('size'); re-save it with "
                                 "surgflow >= 0.1")
         self.size = (int(size[0]), int(size[1]))
-        self.fps = float(meta.get("fps") or 1.0)
-        self.phase_names = list(meta.get("phase_names") or [])
-        self.tool_names = list(meta.get("tool_names") or [])
-        self.instruments = list(meta.get("instruments") or [])
-        self.horizon = float(meta.get("horizon") or 0.0)
+        self.fps = meta.fps or 1.0  # not recorded (hand-made checkpoints): 1 fps, the paper's rate
+        self.phase_names = list(meta.phase_names)
+        self.tool_names = list(meta.tool_names)
+        self.instruments = list(meta.instruments)
+        self.horizon = meta.horizon
         self.reset()
 
     @classmethod

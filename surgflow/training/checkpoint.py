@@ -84,9 +84,10 @@ def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") ->
 
 
 def load_model(path_or_run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
-    """(model.eval(), cfg, meta) from a run directory (which: best | last | a path) or a .pt file."""
+    """(model.eval(), cfg, RunMeta) from a run directory (which: best | last | a path) or a .pt file."""
     from surgflow.config import ConfigError, from_dict
     from surgflow.models.model import build_model
+    from surgflow.run_meta import RunMeta
 
     path = resolve_checkpoint_path(path_or_run_dir, which)
     ckpt = load_checkpoint(path)
@@ -95,12 +96,10 @@ def load_model(path_or_run_dir: str | Path, which: str = "best", device: str | t
     except ConfigError as e:
         raise SurgflowError(f"checkpoint {path}: its config is incompatible with this surgflow "
                             f"version: {e}") from None
-    meta = dict(ckpt.get("meta") or {})
-    if "phase_names" not in meta:
-        raise SurgflowError(f"checkpoint {path}: meta is missing (phase_names); re-train or re-save it")
-    model = build_model(cfg, num_phases=len(meta["phase_names"]),
-                        num_tools=len(meta.get("tool_names") or []),
-                        num_instruments=len(meta.get("instruments") or []),
+    raw = ckpt.get("meta") or {}
+    meta = RunMeta.from_dict(raw, cfg, where=f"checkpoint {path}")  # the label vocabularies
+    model = build_model(cfg, num_phases=len(meta.phase_names), num_tools=len(meta.tool_names),
+                        num_instruments=len(meta.instruments),
                         load_pretrained=False)  # the checkpoint holds the weights: no hub, no file
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
@@ -108,11 +107,8 @@ def load_model(path_or_run_dir: str | Path, which: str = "best", device: str | t
             f"checkpoint {path}: weights do not match the model built from its config "
             f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})")
     model.to(device)
-    return model.eval(), cfg, meta
-
-
-def checkpoint_summary(ckpt: dict) -> dict:
-    return {k: ckpt.get(k) for k in ("epoch", "step", "step_in_epoch", "best")}
+    # again with the model: an older meta's missing preprocess/size/causal come from the model
+    return model.eval(), cfg, RunMeta.from_dict(raw, cfg, model, where=f"checkpoint {path}")
 
 
 def carried_to_cpu(state: Optional[Any]) -> Optional[Any]:
@@ -128,14 +124,14 @@ def carried_to_cpu(state: Optional[Any]) -> Optional[Any]:
     return state
 
 
-def carried_to_device(state: Optional[Any], device, like_tuple: bool = True) -> Optional[Any]:
+def carried_to_device(state: Optional[Any], device) -> Optional[Any]:
+    """carried_to_cpu's output back on `device`, lists as tuples (head states are tuples)."""
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
         return state.to(device)
     if isinstance(state, list):
-        items = [carried_to_device(s, device) for s in state]
-        return tuple(items) if like_tuple else items
+        return tuple(carried_to_device(s, device) for s in state)
     if isinstance(state, dict):
         return {k: carried_to_device(v, device) for k, v in state.items()}
     return state

@@ -126,7 +126,6 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     precision: str = "fp32"
-    channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
     owns_process_group: bool = False
@@ -251,5 +250,5 @@ def setup_runtime(cfg) -> Runtime:
                      f"batch statistics")
         sync_bn = False
     return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank,
-                   precision=t.precision, channels_last=t.channels_last, compile=t.compile,
+                   precision=t.precision, compile=t.compile,
                    sync_bn=sync_bn, owns_process_group=owns, notes=notes)

@@ -24,6 +24,7 @@ import torch
 
 from surgflow.config import Config, from_dict, to_dict, to_yaml
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
+from surgflow.run_meta import RunMeta
 from surgflow.training.checkpoint_manager import CheckpointManager
 from surgflow.training.metrics_log import MetricsLogger
 from surgflow.training.runtime import Runtime, clip_gradients, make_optimizer, setup_runtime
@@ -169,14 +170,8 @@ class Trainer:
         t = cfg.train
         self.optimizer = make_optimizer(self.params, t)
         ds = self.ds
-        self.meta = {
-            "phase_names": list(ds.phase_names), "tool_names": list(ds.tool_names),
-            "instruments": list(self.instruments), "horizon": float(cfg.task.horizon),
-            "fps": float(ds.fps), "size": [int(x) for x in ds.size],
-            "preprocess": self.model.preprocess, "dataset_root": str(cfg.data.root),
-            "split": cfg.data.split, "causal": bool(self.model.is_causal),
-        }
-        self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta,
+        self.meta = RunMeta.from_training(ds, cfg, self.model, self.instruments)
+        self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta.to_dict(),
                         model=self.model, optimizer=self.optimizer)
         # progress counters
         self.epoch, self.step_in_epoch, self.step = 0, 0, 0
