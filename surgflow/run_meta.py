@@ -42,7 +42,8 @@ class RunMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], cfg=None, model=None, where: str = "checkpoint") -> "RunMeta":
+    def from_dict(cls, d: Mapping[str, Any], cfg=None, model=None,
+                  where: str = "checkpoint") -> "RunMeta":
         """A checkpoint's meta dict (any surgflow version) -> RunMeta. `cfg` (the checkpoint's
         Config) and `model` (the SurgflowModel rebuilt from it) supply what older dicts lack."""
         d = dict(d or {})
