@@ -66,11 +66,11 @@ class RunMeta:
                                     "re-save it with the run's task.horizon")
             else:
                 horizon = 0.0  # no anticipation output: the horizon is never used
-        preprocess = dict(d.get("preprocess") or (model.preprocess if model is not None else {}))
+        preprocess = dict(d.get("preprocess") or getattr(model, "preprocess", None) or {})
         size = d.get("size") or preprocess.get("size")
         causal = d.get("causal")
         if causal is None:
-            causal = bool(model.is_causal) if model is not None else True
+            causal = bool(getattr(model, "is_causal", True))
         fps = d.get("fps")
         return cls(phase_names=list(d["phase_names"]), tool_names=list(d.get("tool_names") or []),
                    instruments=instruments, horizon=float(horizon),

@@ -176,6 +176,7 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     from surgflow.training.checkpoint import load_model
 
     model, cfg, meta = load_model(run_dir, checkpoint, device)
+    meta = RunMeta.coerce(meta, model)
     if not meta.dataset_root:
         raise SurgflowError(f"{run_dir}: checkpoint meta has no dataset_root; cannot find the videos")
     ds = PreparedDataset(meta.dataset_root, split=meta.split, subset=split)
