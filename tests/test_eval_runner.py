@@ -124,7 +124,7 @@ def test_cheat_uses_batch_statistics_and_restores_the_model():
 
 def _patch_run(monkeypatch, ds):
     import surgflow.data.store as store
-    import surgflow.training.checkpoint as ckpt
+    import surgflow.runs as ckpt
 
     class Cfg:
         class train:
@@ -182,7 +182,7 @@ def test_real_run_eval_end_to_end(prepared_synthetic, tmp_path, capsys):
     trainer = pytest.importorskip("surgflow.training.trainer")
     from surgflow.config import from_dict
     from surgflow.data.store import PreparedDataset
-    from surgflow.training.checkpoint import load_model
+    from surgflow.runs import load_model
 
     cfg = from_dict({"data": {"root": str(prepared_synthetic), "split": "auto", "augment": False},
                      "model": {"backbone": "test_resnet", "hidden": 16},

@@ -75,7 +75,7 @@ def test_example_streams_video_like_pytorch_over_100_frames(exported, synthetic_
 
 def test_tcn_export_and_offline_refusal(tmp_path, capsys):
     from surgflow.online.export import export_onnx
-    from surgflow.training.checkpoint import load_model
+    from surgflow.runs import load_model
 
     model, _, meta = load_model(make_checkpoint(tmp_path / "tcn.pt", head="tcn"))
     info = export_onnx(model, meta, tmp_path / "tcn.onnx", verify_frames=100, log=lambda m: None)

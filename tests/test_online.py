@@ -15,7 +15,7 @@ from surgflow.config import from_dict  # noqa: E402
 from surgflow.io_utils import SurgflowError  # noqa: E402
 from surgflow.labels import CHOLEC80_PHASES  # noqa: E402
 from surgflow.online.predictor import OnlinePredictor  # noqa: E402
-from surgflow.training.checkpoint import load_model  # noqa: E402
+from surgflow.runs import load_model  # noqa: E402
 
 from _helpers import SIZE, make_checkpoint  # noqa: E402
 

@@ -10,8 +10,7 @@ from surgflow.io_utils import SurgflowError
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES
 from surgflow.models.model import build_model
 from surgflow.online.predictor import OnlinePredictor
-from surgflow.run_meta import RunMeta
-from surgflow.training.checkpoint import load_model, save_checkpoint
+from surgflow.runs import RunMeta, load_model, save_checkpoint
 
 
 def _model(horizon=5.0, head="lstm", online=True):

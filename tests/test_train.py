@@ -11,7 +11,7 @@ import torch
 
 from surgflow.config import load_config
 from surgflow.io_utils import SurgflowError
-from surgflow.training.checkpoint import load_checkpoint, load_model
+from surgflow.runs import load_checkpoint, load_model
 from surgflow.training.trainer import train
 
 

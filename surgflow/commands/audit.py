@@ -65,7 +65,7 @@ def load_target(target: str, overrides: list[str], which: str = "best"):
     if overrides:
         raise SurgflowError("--set applies to a YAML config only; a checkpoint is audited with "
                             "the config it was trained with")
-    from surgflow.training.checkpoint import load_model
+    from surgflow.runs import load_model
 
     try:
         model, cfg, meta = load_model(path, which=which, device="cpu")

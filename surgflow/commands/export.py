@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from surgflow.io_utils import SurgflowError
     from surgflow.online.export import export_onnx
-    from surgflow.training.checkpoint import load_model
+    from surgflow.runs import load_model
 
     if args.verify_frames < 1:
         raise SurgflowError("--verify-frames must be >= 1 (100 or more recommended)")

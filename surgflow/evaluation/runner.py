@@ -19,7 +19,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
-from surgflow.run_meta import RunMeta
+from surgflow.runs import RunMeta
 
 
 @contextlib.contextmanager
@@ -173,7 +173,7 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     "plots": [paths], "text": table, "rescore": command, "preds": predict_dataset output}."""
     from surgflow.data.store import PreparedDataset
     from surgflow.evaluation import plots as plots_mod, score
-    from surgflow.training.checkpoint import load_model
+    from surgflow.runs import load_model
 
     model, cfg, meta = load_model(run_dir, checkpoint, device)
     meta = RunMeta.coerce(meta, model)

@@ -73,7 +73,7 @@ def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int =
     from surgflow.data.prepare import prepare_dataset
     from surgflow.data.synth import synthesize
     from surgflow.evaluation.runner import evaluate_run
-    from surgflow.training.checkpoint import load_model
+    from surgflow.runs import load_model
     from surgflow.training.trainer import train
 
     s = QUICK if quick else FULL

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from surgflow.io_utils import SurgflowError
-from surgflow.run_meta import RunMeta
+from surgflow.runs import RunMeta
 
 FRAME_HELP = ("pass one RGB frame: a numpy array uint8 [H, W, 3] (values 0-255) or float [H, W, 3] "
               "in [0, 1], or a torch tensor [3, H, W] (uint8, or float in [0, 1])")
@@ -137,7 +137,7 @@ class OnlinePredictor:
 
     @classmethod
     def from_checkpoint(cls, path_or_run: str, which: str = "best", device: str = "cpu") -> "OnlinePredictor":
-        from surgflow.training.checkpoint import load_model
+        from surgflow.runs import load_model
 
         model, _cfg, meta = load_model(path_or_run, which=which, device=device)
         return cls(model, meta, device=device)

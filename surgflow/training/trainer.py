@@ -24,7 +24,7 @@ import torch
 
 from surgflow.config import Config, from_dict, to_dict, to_yaml
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
-from surgflow.run_meta import RunMeta
+from surgflow.runs import RunMeta
 from surgflow.training.checkpoint_manager import CheckpointManager
 from surgflow.training.metrics_log import MetricsLogger
 from surgflow.training.runtime import Runtime, clip_gradients, make_optimizer, setup_runtime

@@ -1,17 +1,24 @@
-"""RunMeta: what a trained model needs to be used on new data, recorded in every checkpoint.
+"""A run's artefacts, read by every consumer (evaluation, online prediction, export, experiments):
+the checkpoint file, its RunMeta record, and `load_model`, which rebuilds the model from both.
 
-The trainer writes `RunMeta.from_training(...)`.to_dict() as the checkpoint's `meta` (primitives
-only: loads with weights_only=True); readers get a RunMeta from `load_model` or `RunMeta.coerce`.
-A field an older checkpoint lacks is filled from a fact the checkpoint records elsewhere (its
-config, its model's preprocessing) or refused with a message; never a silent guess.
+A checkpoint is a dict of tensors and primitives, written atomically and loaded with
+weights_only=True (docs/ARCHITECTURE.md, "Runs and checkpoints"): config (dict), model (state
+dict), optimizer, epoch, step, step_in_epoch, rng, meta (RunMeta.to_dict()), best; for resume
+also carry, strategy and world_size (training/checkpoint_manager.py).
+
+RunMeta: what a trained model needs to be used on new data. The trainer writes
+`RunMeta.from_training(...)`; readers get one from `load_model` or `RunMeta.coerce`. A field an
+older checkpoint lacks is filled from a fact the checkpoint records elsewhere (its config, its
+model's preprocessing) or refused with a message; never a silent guess.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from surgflow.io_utils import SurgflowError
+from surgflow.io_utils import SurgflowError, atomic_torch_save
 
 
 @dataclass
@@ -91,3 +98,70 @@ class RunMeta:
     def get(self, key: str, default: Any = None) -> Any:
         value = self.to_dict().get(key)
         return default if value is None else value
+
+
+# ------------------------------------------------------------------ checkpoint files
+
+def save_checkpoint(path: str | Path, ckpt: dict) -> None:
+    atomic_torch_save(path, ckpt)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise SurgflowError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, pickle with objects, not a torch file
+        raise SurgflowError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
+                            "it may be truncated or not a surgflow checkpoint") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise SurgflowError(f"checkpoint {path} is not a surgflow checkpoint (no 'model'/'config')")
+    return ckpt
+
+
+def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") -> Path:
+    p = Path(path_or_run_dir)
+    if p.is_dir():
+        if which in ("best", "last"):
+            cand = p / "checkpoints" / f"{which}.pt"
+            if not cand.is_file() and which == "best" and (p / "checkpoints" / "last.pt").is_file():
+                cand = p / "checkpoints" / "last.pt"
+        else:
+            cand = Path(which) if Path(which).is_absolute() or Path(which).is_file() else p / which
+        if not cand.is_file():
+            raise SurgflowError(f"{p}: no checkpoint '{which}' (looked for {cand}); "
+                                "is this a surgflow run directory?")
+        return cand
+    if p.is_file():
+        return p
+    raise SurgflowError(f"{p}: neither a run directory nor a checkpoint file")
+
+
+def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu"):
+    """(model.eval(), cfg, RunMeta) from a run directory (which: best | last | a path) or a .pt file."""
+    from surgflow.config import ConfigError, from_dict
+    from surgflow.models.model import build_model
+
+    path = resolve_checkpoint_path(path_or_run_dir, which)
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise SurgflowError(f"checkpoint {path}: its config is incompatible with this surgflow "
+                            f"version: {e}") from None
+    raw = ckpt.get("meta") or {}
+    meta = RunMeta.from_dict(raw, cfg, where=f"checkpoint {path}")  # the label vocabularies
+    model = build_model(cfg, num_phases=len(meta.phase_names), num_tools=len(meta.tool_names),
+                        num_instruments=len(meta.instruments),
+                        load_pretrained=False)  # the checkpoint holds the weights: no hub, no file
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise SurgflowError(
+            f"checkpoint {path}: weights do not match the model built from its config "
+            f"(missing: {', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})")
+    model.to(device)
+    # again with the model: an older meta's missing preprocess/size/causal come from the model
+    return model.eval(), cfg, RunMeta.from_dict(raw, cfg, model, where=f"checkpoint {path}")
