@@ -111,6 +111,7 @@ def _init_weights(out: Path, s: CheatingSetup, seed: int, prepared: Path, split:
 
     from surgflow.data.store import PreparedDataset
     from surgflow.io_utils import atomic_torch_save
+    from surgflow.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
     path = out / "init" / f"{s.backbone}_seed{seed}.pth"
     if path.is_file():
@@ -122,8 +123,8 @@ def _init_weights(out: Path, s: CheatingSetup, seed: int, prepared: Path, split:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all calibration batches
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
     ds = PreparedDataset(prepared, split=str(split)).subset("train")
     model.train()
     with torch.no_grad():
@@ -479,6 +480,6 @@ def run_cheating_experiment(out, seeds: int = 3, quick: bool = False, device: st
         "files": {"markdown": str(out / "cheating.md"), "json": str(out / "cheating.json"),
                   "plot": str(out / plot) if plot else None},
     }
-    atomic_write_json(out / "cheating.json", rep.json_safe(result))
+    atomic_write_json(out / "cheating.json", result)  # NaN -> null (io_utils.json_safe)
     _log(f"done in {wall:.0f} s: {out / 'cheating.md'}")
     return result

@@ -219,8 +219,8 @@ def write_report(out: Path, s: DemoSettings, runs, scores, audits, timings, quic
         lines.append("This was `--quick`: a smoke test with tiny models and 2 epochs; its numbers mean little.")
     text = "\n".join(lines) + "\n"
     md, _ = rep.write_markdown(out / "report.md", text, "surgflow demo report")
-    atomic_write_json(out / "summary.json", rep.json_safe(
-        {"scores": {k: v["scores"] for k, v in scores.items()}, "timings": timings}))
+    atomic_write_json(out / "summary.json",  # NaN -> null (io_utils.json_safe)
+                      {"scores": {k: v["scores"] for k, v in scores.items()}, "timings": timings})
     return md
 
 

@@ -90,19 +90,6 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
             + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
 
 
-def json_safe(obj):
-    """JSON has no NaN: undefined values become null."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 # --------------------------------------------------------------------------- Markdown -> HTML
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
           "line-height:1.45;color:#222}table{border-collapse:collapse;margin:1em 0}"
