@@ -59,15 +59,9 @@ def audit(target: Any, input_shape: Optional[Sequence[int]] = None,
     """BatchNorm-leakage audit of a model (torch module), a run directory / checkpoint, or a
     preset/YAML config (built with random weights: the leaks are structural). Returns an
     AuditReport (.leaks, .findings, .format(), .to_dict())."""
-    import torch
+    from surgflow.audit.targets import audit as _audit
 
-    from surgflow.audit.audit import audit_model
-
-    if not isinstance(target, torch.nn.Module):
-        from surgflow.commands.audit import load_target
-
-        target, _source = load_target(str(target), [], checkpoint)
-    return audit_model(target, input_shape=input_shape, modes=modes, seed=seed)
+    return _audit(target, input_shape=input_shape, modes=modes, seed=seed, checkpoint=checkpoint)
 
 
 def synthesize(out: Union[str, Path], videos: int = 12, seed: int = 0, size: str = "320x180",

@@ -1,14 +1,15 @@
 """BatchNorm audits (audit.py) and guards (guards.py).
 
 `surgflow.audit` is both this package and the API call `surgflow.audit(model_or_run)` (see
-surgflow/api.py): the package is made callable so the two names cannot shadow each other."""
+surgflow/audit/targets.py): the package is made callable so the two names cannot shadow each
+other."""
 import sys as _sys
 import types as _types
 
 
 class _CallablePackage(_types.ModuleType):
     def __call__(self, target, *args, **kwargs):
-        from surgflow.api import audit
+        from surgflow.audit.targets import audit
 
         return audit(target, *args, **kwargs)
 
