@@ -1,4 +1,5 @@
-"""`surgflow demo --quick`: the CI smoke run of the main job, and its guard on the output folder."""
+"""`surgflow demo --quick`: the CI smoke run of the main job, its guard on the output folder, its
+aspect ratio, and the conclusion computed from paired per-seed differences."""
 from __future__ import annotations
 
 import json
@@ -7,30 +8,46 @@ import math
 import pytest
 
 from surgflow.cli import main
-from surgflow.experiments.demo import conclusion
-from surgflow.experiments.report import markdown_to_html
+from surgflow.experiments import report
+from surgflow.experiments.demo_report import COMPARISONS, conclusion
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    report = (out / "report.md").read_text()
-    for heading in ("## Phase recognition", "## Instrument anticipation", "## BatchNorm audit", "## Plots"):
-        assert heading in report
-    assert "train mode: NON-CAUSAL" in report
+    md = (out / "report.md").read_text()
+    for heading in ("## Conclusion", "## Phase recognition", "## Instrument anticipation",
+                    "## Paired differences per seed", "## Per test video", "### Training curves",
+                    "### Models side by side", "### Phase ribbons, every test video", "## BatchNorm audit"):
+        assert heading in md
+    assert "train mode: NON-CAUSAL" in md and "accuracy (%)" in md and "wMAE (min)" in md
+    assert " ± " in md and "+-" not in md
     # the BatchNorm model leaks in train mode, the GroupNorm model passes
-    assert "BatchNorm CNN-LSTM (test_resnet, norm native): LEAKS" in report
-    assert "BN-free (GroupNorm) CNN-LSTM (test_resnet, norm gn): passes" in report
-    # every image the report references exists
-    images = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
-    assert len(images) == 9 and all((out / p).is_file() for p in images)
-    assert "<table>" in (out / "report.html").read_text()
+    assert "BatchNorm (test_resnet, norm native): LEAKS" in md
+    assert "BN-free (GroupNorm) (test_resnet, norm gn): passes" in md
+    images = [line.split("](", 1)[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert all((out / p).is_file() for p in images)
+    # a ribbon figure for every test video (2 in --quick), curves, comparison, 3 confusion matrices
+    assert sum("ribbons_video" in p for p in images) == 2
+    assert sum("confusion_" in p for p in images) == 3
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "<strong>" in html and "**" not in html
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
     for key in ("bn_free", "batchnorm", "batchnorm_cheat"):
-        acc = summary["scores"][key]["phase"]["video"]["accuracy"]["mean"]
-        wmae = summary["scores"][key]["anticipation"]["mean"]["wMAE"]
-        assert 0 <= acc <= 100 and math.isfinite(wmae) and wmae >= 0
-    assert (out / "runs" / "bn_free" / "checkpoints" / "best.pt").is_file()
+        acc, wmae = summary["rows"][key]["accuracy"], summary["rows"][key]["wMAE"]
+        assert len(acc["values"]) == 2 and 0 <= acc["mean"] <= 100
+        assert math.isfinite(wmae["mean"]) and wmae["mean"] >= 0 and acc["std"] is not None
+    comps = summary["paired_differences"]
+    assert len(comps) == 4 and all(len(c["differences"]) == 2 for c in comps)
+    bn_free = summary["rows"]["bn_free"]["accuracy"]["values"]
+    bn = summary["rows"]["batchnorm"]["accuracy"]["values"]
+    assert comps[0]["differences"] == pytest.approx([a - b for a, b in zip(bn_free, bn)])
+    assert summary["conclusion"].startswith("Conclusion: ")
+    for part in summary["conclusion"][len("Conclusion: "):].rstrip(".").split("; "):
+        assert part[1:] in md
+    assert (out / "runs" / "bn_free_seed0" / "checkpoints" / "best.pt").is_file()
+    assert report.curve(out / "runs" / "batchnorm_seed1", "train/loss")
     # frames keep the 160x90 video's 16:9 aspect: stored (H, W) = (36, 64), not 64 tall x 36 wide
     from surgflow.data.store import PreparedDataset
 
@@ -46,18 +63,26 @@ def test_demo_refuses_a_folder_with_other_files(tmp_path, capsys):
     assert (tmp_path / "thesis.tex").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("w, expect", [
-    ({"batchnorm_cheat": 0.1, "batchnorm": 0.3, "bn_free": 0.2},
-     ["looks better (wMAE 0.100)", "beats the honest BatchNorm model"]),
-    ({"batchnorm_cheat": 0.4, "batchnorm": 0.3, "bn_free": 0.35},
-     ["is not better than its eval-mode evaluation", "does not beat the honest BatchNorm model"]),
-])
-def test_conclusion_is_worded_from_the_numbers(w, expect):
-    text = conclusion(w)
-    for phrase in expect:
-        assert phrase in text
+def _comps(acc_diffs, wmae_diffs):
+    out = []
+    for a, b, what in COMPARISONS:
+        for metric, unit, better, d in (("accuracy", "points", "higher", acc_diffs[a]),
+                                        ("wMAE", "min", "lower", wmae_diffs[a])):
+            p = report.paired_difference(d, [0.0] * len(d))
+            out.append({"a": a, "b": b, "what": what, "metric": metric, "unit": unit, "better": better, **p})
+    return out
 
 
-def test_markdown_to_html_renders_tables_and_images():
-    html = markdown_to_html("# T\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![x](p.png)\n")
-    assert "<h1>T</h1>" in html and "<td>1</td>" in html and 'src="p.png"' in html
+def test_conclusion_says_whether_a_difference_exceeds_the_seed_spread():
+    clear = conclusion(_comps({"bn_free": [10.0, 11.0, 12.0], "batchnorm_cheat": [1.0, -2.0, 1.5]},
+                              {"bn_free": [-0.10, -0.12, -0.11], "batchnorm_cheat": [-0.05, -0.06, -0.04]}), 3)
+    assert "the BN-free model is better than the BatchNorm model in eval mode on accuracy by 11.0 points" in clear
+    assert "the BN-free model is better than the BatchNorm model in eval mode on wMAE by 0.110 min" in clear
+    assert "the train-mode (cheating) evaluation and the BatchNorm model in eval mode differ by +0.2 points" in clear
+    assert "the train-mode (cheating) evaluation is better than the BatchNorm model in eval mode on wMAE" in clear
+    worse = conclusion(_comps({"bn_free": [-10.0, -11.0, -12.0], "batchnorm_cheat": [1.0, 2.0, 3.0]},
+                              {"bn_free": [0.1, 0.12, 0.11], "batchnorm_cheat": [0.0, 0.1, -0.1]}), 3)
+    assert "BN-free model is worse than the BatchNorm model in eval mode on accuracy" in worse
+    assert "within the seed spread" in worse
+    assert "no seed spread" in conclusion(_comps({"bn_free": [1.0], "batchnorm_cheat": [1.0]},
+                                                 {"bn_free": [1.0], "batchnorm_cheat": [1.0]}), 1)

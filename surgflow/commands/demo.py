@@ -5,11 +5,13 @@ from __future__ import annotations
 def add_arguments(p) -> None:
     p.add_argument("--out", default="surgflow_demo", metavar="DIR", help="output directory (new or from an earlier demo)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (under 2 minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the training runs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the first training run")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="training seeds per model (default 3; 2 with --quick)")
 
 
 def run(args) -> int:
     from surgflow.experiments.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed)
+    run_demo(args.out, quick=args.quick, seed=args.seed, seeds=args.seeds)
     return 0

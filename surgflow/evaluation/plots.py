@@ -90,7 +90,8 @@ def confusion_matrix_plot(cm: np.ndarray, phase_names: Sequence[str], path,
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(phase_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.7 * n))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(norm * 100, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of ground-truth row")
     for i in range(n):
         for j in range(n):
             ax.text(j, i, f"{norm[i, j] * 100:.0f}", ha="center", va="center", fontsize=7,
@@ -125,11 +126,46 @@ def anticipation_curves(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndar
             ax.plot(t, g[:, i], color="black", lw=1.2, label="true")
             ax.plot(t, p[:, i], color="tab:red", lw=1.0, alpha=0.8, label="predicted")
             ax.set_ylim(-0.1 * horizon, 1.1 * horizon)
-            ax.set_ylabel(name, fontsize=8)
+            ax.set_ylabel(f"{name}\n(min)", fontsize=8)
             if i == 0:
                 ax.legend(fontsize=7, loc="upper right")
         axes[-1, 0].set_xlabel("time (min)")
-        axes[0, 0].set_title(_title(f"{v}: remaining time until use (min), horizon {horizon:g}",
+        axes[0, 0].set_title(_title(f"{v}: remaining time until use (min), horizon {horizon:g} min",
                                     label, non_causal), fontsize=10)
         paths.append(_save(fig, out_dir / f"{_prefix(non_causal)}anticipation_{v}.png"))
+    return paths
+
+
+def phase_ribbons_compare(gt: Mapping[str, np.ndarray], preds: Mapping[str, Mapping[str, np.ndarray]],
+                          phase_names: Sequence[str], out_dir, fps: float = 1.0,
+                          title: str | None = None) -> list[Path]:
+    """One PNG per video: the ground-truth ribbon above one ribbon per model (preds: {model label:
+    {video: int [N]}}), each labelled with its accuracy; time in minutes."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    out_dir = Path(out_dir)
+    colors = _colors(len(phase_names))
+    cmap = ListedColormap(np.vstack([[0.9, 0.9, 0.9, 1.0], colors]))
+    paths = []
+    for v in gt:
+        g = np.asarray(gt[v], dtype=np.int64)
+        rows, names = [g], ["ground truth"]
+        for model, per_video in preds.items():
+            p = np.asarray(per_video[v], dtype=np.int64)
+            acc = float((g[g >= 0] == p[g >= 0]).mean() * 100) if (g >= 0).any() else float("nan")
+            rows.append(p)
+            names.append(f"{model}: {acc:.1f}%")
+        fig, ax = plt.subplots(figsize=(10, 0.9 + 0.45 * len(rows)))
+        minutes = len(g) / fps / 60.0
+        ax.imshow(np.stack(rows) + 1, aspect="auto", cmap=cmap, vmin=0, vmax=len(phase_names),
+                  interpolation="nearest", extent=(0, minutes, len(rows) - 0.5, -0.5))
+        ax.set_yticks(range(len(rows)), names, fontsize=8)
+        ax.set_xlabel("time (min)")
+        ax.set_title(f"{v}: phases over time" + (f" ({title})" if title else ""), fontsize=10)
+        handles = [Patch(color=colors[i], label=n) for i, n in enumerate(phase_names)]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.6 if len(rows) < 4 else -0.4),
+                  ncol=min(4, len(phase_names)), fontsize=7, frameon=False)
+        paths.append(_save(fig, out_dir / f"ribbons_{v}.png"))
     return paths

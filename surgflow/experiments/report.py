@@ -94,7 +94,7 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
           "line-height:1.45;color:#222}table{border-collapse:collapse;margin:1em 0}"
           "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#f0f0f0}"
-          "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+          "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}img{max-width:100%}"
           "code{background:#f4f4f4;padding:0 3px}")
 
 
@@ -163,16 +163,17 @@ def save_figure(fig, path: Path) -> Path:
     return Path(path)
 
 
-def plot_training_curves(runs: Mapping[str, Sequence], panels: Sequence[tuple[str, str]], path,
+def plot_training_curves(runs: Mapping[str, Sequence], panels: Sequence[tuple], path,
                          title: str = "training curves") -> Optional[Path]:
-    """One figure, one panel per (metrics.csv key, axis label), every model on each panel: the mean
-    over its seeds' run dirs with a min-max band. Returns None when no run has any of the keys."""
+    """One figure, one panel per (metrics.csv key, axis label[, scale]), every model on each panel:
+    the mean over its seeds' run dirs with a min-max band. None when no run has any of the keys."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
     drawn = False
-    for ax, (key, label) in zip(axes[0], panels):
+    for ax, (key, label, *scale) in zip(axes[0], panels):
+        k = float(scale[0]) if scale else 1.0
         for i, (model, dirs) in enumerate(runs.items()):
-            curves = [dict(curve(d, key)) for d in dirs]
+            curves = [{x: y * k for x, y in curve(d, key)} for d in dirs]
             curves = [c for c in curves if c]
             if not curves:
                 continue
