@@ -15,9 +15,13 @@ from surgflow.experiments.cheating import ROWS, conclusion  # noqa: E402
 
 
 def _rows(cheat, bn, frozen, free, std=0.001):
-    def r(w):
-        return {m: {"mean": w, "std": std, "values": [w]} for m in ("inMAE", "outMAE", "wMAE")}
-    return {"bn_cheat": r(cheat), "bn": r(bn), "frozen_bn": r(frozen), "bn_free": r(free)}
+    """3 seeds per row; per-seed noise of size `std`, different in each row (so pairs can be noisy)."""
+    noise = {"bn_cheat": (1, -1, 0), "bn": (-1, 0, 1), "frozen_bn": (0, 1, -1), "bn_free": (1, 0, -1)}
+
+    def r(key, w):
+        vals = [w + std * e for e in noise[key]]
+        return {m: {"mean": w, "std": std, "values": vals} for m in ("inMAE", "outMAE", "wMAE")}
+    return {k: r(k, w) for k, w in zip(("bn_cheat", "bn", "frozen_bn", "bn_free"), (cheat, bn, frozen, free))}
 
 
 def test_conclusion_is_computed_from_numbers():
@@ -25,13 +29,13 @@ def test_conclusion_is_computed_from_numbers():
     assert "cheating evaluation looks best" in paper
     assert "BN model is worst" in paper
     assert "matches the paper" in paper
-    assert "more than twice the seed spread" in paper
+    assert "paired 95% interval over seeds excludes 0" in paper
     other = conclusion(_rows(0.30, 0.20, 0.25, 0.10), seeds=3)
     assert "cheating evaluation is not the best" in other
     assert "not worse than its cheating one" in other
     assert "does not fully match" in other
     noisy = conclusion(_rows(0.20, 0.21, 0.3, 0.25, std=0.05), seeds=3)
-    assert "within twice the seed spread" in noisy
+    assert "within the seed spread: paired 95% interval contains 0" in noisy
 
 
 def test_quick_experiment(tmp_path, capsys):
@@ -57,6 +61,8 @@ def test_quick_experiment(tmp_path, capsys):
     # the honest and the cheating evaluation of the same BN model differ (train-mode BN)
     assert res["rows"]["bn"]["wMAE"]["mean"] != res["rows"]["bn_cheat"]["wMAE"]["mean"]
     assert "NON-CAUSAL" in md and "## Conclusion" in md and "Ranking by wMAE" in md
+    assert "## Paired differences over seeds" in md and "uses per video" in md
+    assert set(res["instrument_uses_per_video"]) == {"Bipolar", "Scissors", "Clipper", "Irrigator", "SpecimenBag"}
     assert res["conclusion"] and res["conclusion"] in md
     assert "carry_hidden" in md and "horizon" in md and "test_resnet" in md
     # real trainer and evaluator outputs exist

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", choices=EXPERIMENTS,
                    help="which experiment: " + ", ".join(EXPERIMENTS))
     p.add_argument("--seeds", type=int, default=None,
-                   help="training seeds, mean and std over them (default 3; 1 with --quick)")
+                   help="training seeds, mean and std over them (default 5; 1 with --quick)")
     p.add_argument("--out", default="experiments/cheating",
                    help="output folder (data, runs, cheating.md, cheating.json, loss_curves.png)")
     p.add_argument("--quick", action="store_true",
@@ -27,7 +27,7 @@ def run(args) -> int:
     from surgflow.experiments.cheating import run_cheating_experiment
 
     t0 = time.perf_counter()
-    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 5)
     res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, device=resolve_device(args.device))
     print(open(res["files"]["markdown"]).read())
     print(f"wrote {res['files']['markdown']}, {res['files']['json']}"
