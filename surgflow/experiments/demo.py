@@ -32,10 +32,8 @@ class DemoSettings:
     seq_len: int
     lanes: int
     epochs: int
-    lr: float
     horizon: float  # minutes
     seeds: int
-    warmup_steps: int = 0  # linear warmup, then cosine decay (when the trainer offers it)
 
     @property
     def videos(self) -> int:
@@ -46,11 +44,11 @@ class DemoSettings:
 # replaced by GroupNorm (BN-free, like the paper's ResNet-50-GN). From-scratch ConvNeXts start too
 # slowly (layer-scale init 1e-6) for a CPU demo of minutes.
 FULL = DemoSettings(train_videos=8, val_videos=2, test_videos=6, min_seconds=50, max_seconds=80,
-                    size=(64, 112), backbone="test_resnet", seq_len=16, lanes=1, epochs=8, lr=2e-3,
-                    horizon=1.0, seeds=3, warmup_steps=30)
+                    size=(64, 112), backbone="test_resnet", seq_len=16, lanes=1, epochs=8,
+                    horizon=1.0, seeds=3)
 QUICK = DemoSettings(train_videos=3, val_videos=1, test_videos=2, min_seconds=24, max_seconds=30,
-                     size=(36, 64), backbone="test_resnet", seq_len=16, lanes=1, epochs=2, lr=2e-3,
-                     horizon=0.5, seeds=2, warmup_steps=4)
+                     size=(36, 64), backbone="test_resnet", seq_len=16, lanes=1, epochs=2,
+                     horizon=0.5, seeds=2)
 
 # model key -> (model.norm, title); rows of the tables: key -> (model key, cheat, evaluation)
 MODELS = {"bn_free": ("gn", "BN-free (GroupNorm)"), "batchnorm": ("native", "BatchNorm")}
@@ -77,14 +75,17 @@ def _stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def _train_config(s: DemoSettings, root: Path, split: Path, norm: str, name: str, seed: int) -> dict:
-    from surgflow.config import TrainConfig
+PRESET = "synthetic_phase_tiny"  # the optimiser and lr schedule come from this tuned preset
 
-    train = {"strategy": "carry_hidden", "seq_len": s.seq_len, "batch_size": s.lanes, "epochs": s.epochs,
-             "optimizer": "adamw", "lr": s.lr, "weight_decay": 1e-2, "seed": seed,
-             "best_metric": "val/accuracy", "device": "cpu", "log_every": 10}
-    if hasattr(TrainConfig(), "lr_schedule"):  # warmup + cosine where the trainer has schedules
-        train.update(lr_schedule="cosine", warmup_steps=s.warmup_steps)
+
+def _train_config(s: DemoSettings, root: Path, split: Path, norm: str, name: str, seed: int) -> dict:
+    """The preset's training recipe (optimiser, lr, schedule, weight decay) with the demo's data,
+    tasks, norm, seed and epoch budget."""
+    from surgflow.config import load_config, to_dict
+
+    train = to_dict(load_config(PRESET))["train"]
+    train.update(strategy="carry_hidden", seq_len=s.seq_len, batch_size=s.lanes, epochs=s.epochs,
+                 seed=seed, best_metric="val/accuracy", device="cpu", log_every=10, max_steps=0)
     return {
         "name": name,
         "data": {"root": str(root), "split": str(split), "augment": True},

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from surgflow.experiments import report as rep
-from surgflow.experiments.demo import MODELS, ROWS, row_title
+from surgflow.experiments.demo import MODELS, PRESET, ROWS, row_title
 from surgflow.io_utils import atomic_write_json
 
 PHASE_METRICS = (("accuracy", "accuracy (%)"), ("precision", "precision (%)"), ("recall", "recall (%)"),
@@ -97,8 +97,8 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
           f"videos ({', '.join(test_videos)}). Both models: timm `{s.backbone}` (from scratch) + a "
           f"1-layer LSTM (64 units), trained end to end with carried hidden state (`carry_hidden`, "
           f"{s.lanes} lane x T={s.seq_len} consecutive frames), phase recognition + instrument "
-          f"anticipation (horizon {s.horizon:g} min), {s.epochs} epochs, AdamW lr {s.lr:g}"
-          + (f" with {s.warmup_steps} warmup steps then cosine decay" if _has_schedule() else "")
+          f"anticipation (horizon {s.horizon:g} min), {s.epochs} epochs; optimiser and lr from the "
+          f"`{PRESET}` preset: {_recipe()}"
           + f". The only difference: **BatchNorm** (native) vs the same network with every BatchNorm "
           f"replaced by **GroupNorm** (BN-free). Seeds {', '.join(map(str, seeds))}; each seed "
           "changes the initial weights and the data order, not the data. Best checkpoint chosen on "
@@ -211,7 +211,9 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
     return md
 
 
-def _has_schedule() -> bool:
-    from surgflow.config import TrainConfig
+def _recipe() -> str:
+    from surgflow.config import load_config, to_dict
 
-    return hasattr(TrainConfig(), "lr_schedule")
+    t = to_dict(load_config(PRESET))["train"]
+    keys = ("optimizer", "lr", "weight_decay", "lr_schedule", "warmup_steps", "lr_min", "grad_clip")
+    return ", ".join(f"{k} {t[k]}" for k in keys if k in t)
