@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
 
-from surgflow.experiments.cheating import ROWS, conclusion  # noqa: E402
+from surgflow.experiments.cheating import ROWS  # noqa: E402
+from surgflow.experiments.cheating_report import conclusion  # noqa: E402
 
 
 def _rows(cheat, bn, frozen, free, std=0.001):

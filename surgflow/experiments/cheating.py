@@ -19,7 +19,6 @@ is tuned to produce an outcome.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -202,200 +201,10 @@ def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
     return rep.curve(run_dir, "train/loss")
 
 
-# --------------------------------------------------------------------------- results
-def _stats(values: list[float]) -> dict:
-    st = rep.seed_stats(values)
-    if st["n"] == 1:
-        st["std"] = 0.0
-    return st
-
-
-def _fmt(m: float, s: float, n: int = 2) -> str:
-    if not math.isfinite(m):
-        return "n/a"
-    return f"{m:.3f} ± {s:.3f}" if n > 1 else f"{m:.3f}"
-
-
-def conclusion(rows: dict, seeds: int, train_loss: Optional[dict] = None) -> str:
-    """Sentences derived from the wMAE means/stds of the rows (no fixed outcome)."""
-    w = {k: rows[k]["wMAE"]["mean"] for k in ROWS}
-    if not all(math.isfinite(v) for v in w.values()):
-        return "Some wMAE values are undefined (no frames in a range); no conclusion is drawn."
-    order = sorted(ROWS, key=lambda k: w[k])
-    lab = {"bn_cheat": "the cheating (train-mode) evaluation of the BN model",
-           "bn": "the honest (eval-mode) evaluation of the BN model",
-           "frozen_bn": "the frozen-BN model", "bn_free": "the GroupNorm (BN-free) model"}
-
-    def clear(a: str, b: str, metric: str = "wMAE") -> bool:
-        """b worse than a per seed, the 95% t-interval of the paired difference b - a above 0."""
-        p = rep.paired_difference(rows[b][metric]["values"], rows[a][metric]["values"])
-        return seeds > 1 and p["exceeds_spread"] and p["mean"] > 0
-
-    def wins(a: str, b: str, metric: str = "wMAE") -> str:
-        """Paired over seeds (same trained model for bn / bn_cheat): in how many a < b."""
-        va, vb = rows[a][metric]["values"], rows[b][metric]["values"]
-        k = sum(x < y for x, y in zip(va, vb))
-        return f"; the cheating evaluation is lower in {k} of {len(va)} seed{'s' if len(va) != 1 else ''}"
-
-    def gap(a: str, b: str) -> str:
-        d = w[b] - w[a]
-        return f"{d:.3f} min" + ("" if seeds < 2 else (" (paired 95% interval over seeds excludes 0)"
-                                                      if clear(a, b) else " (within the seed spread: paired 95% interval contains 0)"))
-
-    short = {"bn_cheat": "BN cheat (train mode)", "bn": "BN eval", "frozen_bn": "frozen BN",
-             "bn_free": "GroupNorm"}
-    s = [f"Ranking by wMAE in minutes (lower is better, mean over {seeds} seed"
-         f"{'s' if seeds != 1 else ''}): " + " < ".join(f"{short[k]} {w[k]:.3f}" for k in order) + "."]
-    if order[0] == "bn_cheat":
-        s.append(f"The cheating evaluation looks best of all, {gap('bn_cheat', order[1])} better "
-                 f"than the best honest one ({short[order[1]]})"
-                 + (": BatchNorm's batch statistics carry information about the frames after t."
-                    if clear("bn_cheat", order[1]) else
-                    "; the gap is " + ("within the seed spread, so on wMAE alone this run does "
-                                       "not establish the leak." if seeds > 1 else
-                                       "from one seed, so it is not conclusive.")))
-    else:
-        s.append(f"The cheating evaluation is not the best: {lab[order[0]]} is lower by "
-                 f"{w['bn_cheat'] - w[order[0]]:.3f} min, so in this setting the BN model did not "
-                 "profit measurably from reading the future.")
-    if w["bn"] > w["bn_cheat"]:
-        s.append(f"The same BN model evaluated honestly is {gap('bn_cheat', 'bn')} worse than its "
-                 f"cheating evaluation{wins('bn_cheat', 'bn')}: the train-mode score is not "
-                 "achievable online.")
-    else:
-        s.append("The honest evaluation of the BN model is not worse than its cheating one here.")
-    ci, ei = rows["bn_cheat"]["inMAE"]["mean"], rows["bn"]["inMAE"]["mean"]
-    if math.isfinite(ci) and math.isfinite(ei):
-        s.append(f"On inMAE (frames where an instrument appears within the horizon, which is what "
-                 f"the future frames of a batch reveal) the cheating evaluation gives {ci:.3f} vs "
-                 f"{ei:.3f} min honestly"
-                 + ((" (paired 95% interval over seeds excludes 0)" if clear("bn_cheat", "bn", "inMAE")
-                     else " (within the seed spread: paired 95% interval contains 0)") if seeds > 1 else "")
-                 + wins("bn_cheat", "bn", "inMAE") + ".")
-    honest = [k for k in order if k != "bn_cheat"]
-    if honest[-1] == "bn":
-        s.append(f"Among honest evaluations the BN model is worst; {lab[honest[0]]} is best, "
-                 f"{gap(honest[0], 'bn')} better.")
-    else:
-        s.append(f"Among honest evaluations the BN model is not the worst ({lab[honest[-1]]} is); "
-                 f"{lab[honest[0]]} is best.")
-    if honest[-1] == "frozen_bn":
-        s.append("Frozen BN is worst; a likely reason: its statistics were estimated on the "
-                 "training frames with the initial weights and stay fixed while the weights train "
-                 "from scratch, so they go stale (frozen BN is meant for fine-tuning pretrained "
-                 "weights).")
-    tl = {k: v["mean"] for k, v in (train_loss or {}).items() if math.isfinite(v["mean"])}
-    if len(tl) == len(VARIANTS):
-        low = min(tl, key=tl.get)
-        vname = {"bn": "BN", "frozen_bn": "frozen BN", "bn_free": "GroupNorm"}
-        others = ", ".join(f"{tl[k]:.3f} {vname[k]}" for k in VARIANTS if k != low)
-        if low == "bn":
-            s.append(f"The BN model also reaches the lowest training loss ({tl['bn']:.3f} vs "
-                     f"{others}): in training its batches are normalised as in the cheating "
-                     "evaluation, so part of what it fits is not available at test time.")
-        else:
-            s.append(f"The lowest training loss is the {vname[low]} model's ({tl[low]:.3f}; "
-                     f"others {others}).")
-    expected = w["bn_cheat"] < min(w["bn_free"], w["frozen_bn"]) and w["bn"] > max(w["bn_free"],
-                                                                                   w["frozen_bn"])
-    s.append("This matches the paper's finding (cheat < BN-free/frozen < BN eval)." if expected else
-             "This does not fully match the paper's finding (cheat < BN-free/frozen < BN eval); "
-             "the setting is small (few videos, short training, random init), so read it as what "
-             "this run shows, not as a refutation.")
-    return " ".join(s)
-
-
-def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wall: float,
-              train_loss: dict, test: list[str], train: list[str], plot: Optional[str],
-              command: str = "", runtime: str = "", uses: Optional[dict] = None) -> str:
-    s = setup
-    lines = [
-        "# The BatchNorm \"cheating\" experiment", "",
-        "Instrument anticipation trained end to end with carried LSTM state (`carry_hidden`): each "
-        f"batch holds T = {s.seq_len} consecutive frames of one video, so BatchNorm in train mode "
-        "normalises frame t with statistics that include frames after t.", "",
-        "| evaluation | inMAE (min) | outMAE (min) | wMAE (min) | train loss, last epoch |",
-        "|---|---|---|---|---|",
-    ]
-    for k, (variant, cheat, label) in ROWS.items():
-        r = rows[k]
-        tl = train_loss.get(variant)
-        n = len(seeds)
-        tl_s = "(same model)" if cheat else (_fmt(tl["mean"], tl["std"], n) if tl else "n/a")
-        lines.append(f"| {label} | {_fmt(r['inMAE']['mean'], r['inMAE']['std'], n)} | "
-                     f"{_fmt(r['outMAE']['mean'], r['outMAE']['std'], n)} | "
-                     f"**{_fmt(r['wMAE']['mean'], r['wMAE']['std'], n)}** | {tl_s} |")
-    lines += [
-        "", f"mean ± std over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))}); "
-        "std is over seeds (sample std). Errors in minutes, per instrument over "
-        "all test frames pooled, then mean over instruments; frames with the instrument present "
-        "are excluded. NON-CAUSAL marks the train-mode evaluation: not achievable online.", "",
-    ]
-    lines += ["## Paired differences over seeds", "",
-              "Same seed (same initial backbone weights and data order) for every variant; a - b per "
-              "seed, the mean and its 95% t-interval over seeds (t with n - 1 degrees of freedom). "
-              "A difference exceeds the seed spread when the interval excludes 0.", ""]
-    lines += rep.md_table(
-        ["a - b", "metric (min)", "per seed", "mean [95% interval]", "exceeds seed spread"],
-        [[f"{PAIR_LABEL[a]} - {PAIR_LABEL[b]}", m,
-          ", ".join(f"{d:+.3f}" for d in p["differences"]), rep.fmt_diff(p, 3),
-          "yes" if p["exceeds_spread"] else "no"]
-         for (a, b, m), p in paired_rows(rows).items()])
-    lines += ["", "## Conclusion (worded from the numbers)", "", concl, ""]
-    if plot:
-        lines += ["## Training loss", "", f"![training loss]({plot})", "",
-                  "Mean over seeds of the per-epoch training loss (anticipation SmoothL1 + 0.01 x CE)."
-                  " A BN model that reads the future can reach a lower training loss.", ""]
-    lines += [
-        "## Setup", "",
-        f"- data: {s.videos} synthetic videos (`surgflow.data.synth`, seed {s.data_seed}), "
-        f"{s.min_seconds:g}-{s.max_seconds:g} s each, prepared at {s.fps:g} fps, "
-        f"{s.size[0]}x{s.size[1]} pixels; train {', '.join(train)}; held-out test "
-        f"{', '.join(test)}; no validation set (last checkpoint evaluated)",
-        f"- task: anticipation of {', '.join(_instruments())}, horizon {s.horizon:g} min"
-        + (f"; uses per video (onsets, mean over all {s.videos} videos): "
-           + ", ".join(f"{k} {v:.1f}" for k, v in uses.items()) if uses else ""),
-        f"- model: `{s.backbone}` (timm, "
-        + (f"ImageNet weights from the offline source `{s.pretrained}`" if s.pretrained else
-           "random init, no ImageNet weights")
-        + f") + {s.head} head ({s.hidden} units); variants model.norm = native | frozen_bn | gn; "
-        "per seed the three variants start from the same backbone weights"
-        + ("; frozen_bn keeps the ImageNet statistics, gn copies only the affine parameters"
-           if s.pretrained else
-           ", whose BatchNorm statistics were estimated on the training frames before training "
-           "(what frozen_bn keeps; the paper keeps ImageNet statistics)" if s.calibrate_init else
-           "; frozen_bn keeps the initial statistics (mean 0, variance 1: no normalisation)"),
-        f"- training: strategy carry_hidden, 1 lane x T={s.seq_len} frames per batch, "
-        f"{s.epochs} epochs, AdamW lr {s.lr:g}, augmentation {'on' if s.augment else 'off'}",
-        f"- evaluation: `evaluate_run` on the test videos in chunks of T={s.seq_len} frames, state "
-        "carried; eval mode for all, plus train-mode BatchNorm (`cheat=True`) for the BN model",
-        f"- wall time: {wall:.0f} s{f' ({runtime})' if runtime else ''}",
-    ] + ([f"- command: `{command}`"] if command else [])
-    return "\n".join(lines) + "\n"
-
-
-PAIR_LABEL = {"bn_cheat": "BN train mode", "bn": "BN eval", "frozen_bn": "frozen BN", "bn_free": "GroupNorm"}
-PAIRS = (("bn_cheat", "bn", "wMAE"), ("bn_cheat", "bn", "inMAE"), ("bn", "bn_free", "wMAE"),
-         ("bn", "frozen_bn", "wMAE"), ("frozen_bn", "bn_free", "wMAE"))
-
-
-def paired_rows(rows: dict) -> dict:
-    """{(a, b, metric): paired_difference(a - b)} over seeds for the comparisons the paper makes."""
-    return {(a, b, m): rep.paired_difference(rows[a][m]["values"], rows[b][m]["values"])
-            for a, b, m in PAIRS}
-
-
 def _instruments() -> list[str]:
     from surgflow.config import TaskConfig
 
     return list(TaskConfig().instruments)
-
-
-def _plot(run_dirs: dict, path: Path) -> Optional[str]:
-    runs = {VARIANTS[v][1]: dirs for v, dirs in run_dirs.items()}
-    png = rep.plot_training_curves(runs, [("train/loss", "training loss (per epoch)")], path,
-                                      title="cheating experiment: BN vs frozen BN vs GroupNorm")
-    return png.name if png else None
 
 
 def _job(out: str, s: CheatingSetup, variant: str, seed: int, prepared: str, split: str,
@@ -518,6 +327,8 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
             for m in METRICS:
                 results[row][m].append(e[m])
             runs.setdefault(f"seed{res['seed']}", {})[row] = e
+
+    from surgflow.experiments.cheating_report import _markdown, _plot, _stats, conclusion, paired_rows
 
     rows = {k: {m: _stats(results[k][m]) for m in METRICS} for k in ROWS}
     train_loss = {v: _stats(final_loss[v]) for v in VARIANTS if final_loss[v]}
