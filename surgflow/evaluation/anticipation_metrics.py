@@ -77,6 +77,21 @@ def _masks(y: np.ndarray, yhat: np.ndarray, h: float, fps: float | None) -> dict
     }
 
 
+def _sums(y: np.ndarray, yhat: np.ndarray, h: float, fps: float | None,
+          clip: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (sum of |error| [I], frame count [I])} over frames y, yhat [N, I] (wMAE excluded)."""
+    if clip:
+        yhat = np.clip(yhat, 0.0, h)
+    err = np.abs(yhat - y)
+    return {name: (np.where(m, err, 0.0).sum(0), m.sum(0)) for name, m in _masks(y, yhat, h, fps).items()}
+
+
+def _from_sums(sums: Mapping[str, tuple], i: int) -> dict[str, float]:
+    res = {name: float(s[i] / c[i]) if c[i] else float("nan") for name, (s, c) in sums.items()}
+    res["wMAE"] = _pair_mean(res["inMAE"], res["outMAE"])
+    return {k: res[k] for k in METRICS}
+
+
 def anticipation_errors(y_true: np.ndarray, y_pred: np.ndarray, horizon: float,
                         fps: float | None = None, clip: bool = False) -> dict[str, float]:
     """The metrics of one instrument over frames y_true [N], y_pred [N] (minutes)."""
@@ -85,14 +100,7 @@ def anticipation_errors(y_true: np.ndarray, y_pred: np.ndarray, horizon: float,
     yhat = np.asarray(y_pred, dtype=np.float64).ravel()
     if y.shape != yhat.shape:
         raise ValueError(f"ground truth has {y.size} frames, prediction {yhat.size}")
-    if clip:
-        yhat = np.clip(yhat, 0.0, h)
-    err = np.abs(yhat - y)
-    res = {}
-    for name, m in _masks(y, yhat, h, fps).items():
-        res[name] = float(err[m].mean()) if m.any() else float("nan")
-    res["wMAE"] = _pair_mean(res["inMAE"], res["outMAE"])
-    return {k: res[k] for k in METRICS}
+    return _from_sums(_sums(y[:, None], yhat[:, None], h, fps, clip), 0)
 
 
 def _pair_mean(a: float, b: float) -> float:
@@ -129,17 +137,17 @@ def anticipation_scores(gts: Mapping[str, np.ndarray], preds: Mapping[str, np.nd
     k = len(instruments)
     y = {v: np.asarray(gts[v], dtype=np.float64).reshape(-1, k) for v in videos}
     yh = {v: np.asarray(preds[v], dtype=np.float64).reshape(-1, k) for v in videos}
+    sums = {v: _sums(y[v], yh[v], h, fps, clip) for v in videos}  # all instruments at once
     per_video = {}
     for v in videos:
-        inst = {n: anticipation_errors(y[v][:, i], yh[v][:, i], h, fps, clip)
-                for i, n in enumerate(instruments)}
+        inst = {n: _from_sums(sums[v], i) for i, n in enumerate(instruments)}
         per_video[v] = {"instruments": inst, "mean": instrument_mean(inst, wmae)}
     per_inst = {}
-    if pooling == "frames":
-        ya = np.concatenate([y[v] for v in videos])
-        yha = np.concatenate([yh[v] for v in videos])
+    if pooling == "frames":  # pooled over frames = summed errors / summed counts
+        total = {m: (sum(sums[v][m][0] for v in videos), sum(sums[v][m][1] for v in videos))
+                 for m in sums[videos[0]]} if videos else {}
         for i, name in enumerate(instruments):
-            per_inst[name] = anticipation_errors(ya[:, i], yha[:, i], h, fps, clip)
+            per_inst[name] = _from_sums(total, i) if videos else {m: float("nan") for m in METRICS}
     else:
         for name in instruments:
             rows = [per_video[v]["instruments"][name] for v in videos]
