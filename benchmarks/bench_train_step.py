@@ -70,7 +70,8 @@ def make_setup(backbone: str, size, seq_len: int, batch: int, device: str, preci
     """(cfg, runtime, model, strategy, optimizer) on synthetic in-memory videos."""
     from surgflow.config import load_config
     from surgflow.models.model import build_model
-    from surgflow.training.runtime import Runtime, make_optimizer, select_device, seed_everything
+    from surgflow.training.runtime import (Runtime, make_optimizer, param_groups, select_device,
+                                          seed_everything)
     from surgflow.training.strategies import TrainContext, build_strategy
 
     cfg = load_config(None, [
@@ -78,7 +79,8 @@ def make_setup(backbone: str, size, seq_len: int, batch: int, device: str, preci
         f"train.seq_len={seq_len}", f"train.batch_size={batch}", f"train.precision={precision}",
         f"train.channels_last={str(channels_last).lower()}", f"train.compile={str(compile).lower()}",
         f"train.strategy={strategy}", f"train.micro_batch={micro_batch}", "train.epochs=2",
-        "train.two_stage_cnn_epochs=1"])
+        "train.two_stage_cnn_epochs=1", "train.lr_schedule=cosine", "train.warmup_steps=10",
+        "train.wd_exclude_norm_bias=true"])
     seed_everything(0)
     rt = Runtime(device=select_device(device), precision=precision, compile=compile)
     ds = MemoryDataset(videos=max(batch, 1), frames=video_frames or seq_len * 2, size=size)
@@ -86,17 +88,21 @@ def make_setup(backbone: str, size, seq_len: int, batch: int, device: str, preci
     model.train()
     ctx = TrainContext(cfg=cfg, rt=rt, model=model, train_ds=ds, instruments=[], log=lambda m: None)
     strat = build_strategy(ctx)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
+    opt = make_optimizer(param_groups(model, cfg.train), cfg.train)  # as the trainer: wd groups
     return cfg, rt, model, strat, opt
 
 
-def surgflow_step(rt, model, strat, opt, batch) -> None:
+def surgflow_step(rt, model, strat, opt, batch, sched=None) -> None:
     from surgflow.training.runtime import clip_gradients
+    from surgflow.training.strategies import valid_frames
 
     opt.zero_grad(set_to_none=True)
+    strat.loss_weight = rt.frame_weight(valid_frames(batch))  # 1 in one process, as the trainer
     strat.train_step(batch)
-    clip_gradients(model.parameters(), 0.0, 0.0)  # the trainer computes the norm every step
+    clip_gradients(model.parameters(), 0.0, 0.0)  # the trainer computes (and logs) the norm every step
     opt.step()
+    if sched is not None:
+        sched.step()  # per-step lr schedule
 
 
 def sync(device) -> None:
@@ -124,6 +130,9 @@ def main(argv=None) -> None:
 
     cfg, rt, model, strat, opt = make_setup(args.backbone, (H, W), args.seq_len, args.batch,
                                             args.device, args.precision, args.channels_last)
+    from surgflow.training.schedules import make_scheduler
+
+    sched = make_scheduler(opt, 10_000, cfg.train)
     batches = list(strat.batches(0, 0))
     frames_per_step = args.batch * args.seq_len
 
@@ -141,7 +150,7 @@ def main(argv=None) -> None:
         f.float().sum().backward()
 
     def ours_step(i):
-        surgflow_step(rt, model, strat, opt, batches[i % len(batches)])
+        surgflow_step(rt, model, strat, opt, batches[i % len(batches)], sched)
 
     for i in range(2):  # warm-up (allocator, kernels)
         bare_step()

@@ -72,8 +72,14 @@ class TrainConfig:
     lr: float = 1e-5
     weight_decay: float = 1e-2
     momentum: float = 0.9
+    lr_schedule: str = "constant"  # constant | cosine | step (training/schedules.py), per step
+    warmup_steps: int = 0  # linear warmup from lr/warmup_steps to lr, before the schedule
+    lr_min: float = 0.0  # cosine: lr at the last step
+    lr_step_every: int = 1000  # step: optimiser steps between decays
+    lr_gamma: float = 0.1  # step: factor per decay
+    wd_exclude_norm_bias: bool = False  # no weight decay on norm weights and biases (1-d params)
     grad_clip: float = 0.0  # max global norm; 0 = off
-    agc: float = 0.0  # adaptive gradient clipping factor (NF nets); 0 = off
+    agc: float = 0.0  # adaptive gradient clipping factor (NF nets, output layers skipped); 0 = off
     precision: str = "fp32"  # fp32 | bf16
     channels_last: bool = False
     compile: bool = False
@@ -105,8 +111,10 @@ CHOICES: dict[str, tuple] = {
     "train.device": ("auto", "cpu", "cuda"),
 }
 POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_batch", "train.epochs",
+                             "train.lr_step_every",
                              "task.horizon", "model.hidden", "model.layers")
 NON_NEGATIVE: tuple[str, ...] = ("train.lr", "train.weight_decay", "train.grad_clip", "train.agc",
+                                 "train.warmup_steps", "train.lr_min", "train.lr_gamma",
                                  "model.freeze_stages", "train.max_steps", "train.checkpoint_every",
                                  "model.dropout", "data.workers")
 

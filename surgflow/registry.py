@@ -77,10 +77,12 @@ TASKS: Registry = Registry("task", "task.tasks", "surgflow.models.tasks")
 STRATEGIES: Registry = Registry("strategy", "train.strategy", "surgflow.training.strategies")
 LAYOUTS: Registry = Registry("layout", "--layout", "surgflow.data.layouts")
 SPLITS: Registry = Registry("split", "data.split", "surgflow.data.splits")
-REGISTRIES: tuple[Registry, ...] = (NORM_MODES, HEADS, TASKS, STRATEGIES, LAYOUTS, SPLITS)
+LR_SCHEDULES: Registry = Registry("lr schedule", "train.lr_schedule", "surgflow.training.schedules")
+REGISTRIES: tuple[Registry, ...] = (NORM_MODES, HEADS, TASKS, STRATEGIES, LAYOUTS, SPLITS,
+                                    LR_SCHEDULES)
 
 
 def choices() -> dict[str, tuple[str, ...]]:
     """Config key -> allowed names, checked when a config loads. model.head is checked by
     HEADS.get when the model is built, data.split (a name or a file) where it is resolved."""
-    return {r.key: tuple(r.names()) for r in (NORM_MODES, TASKS, STRATEGIES)}
+    return {r.key: tuple(r.names()) for r in (NORM_MODES, TASKS, STRATEGIES, LR_SCHEDULES)}

@@ -1,6 +1,8 @@
 """--resume continues exactly: interrupted + resumed == uninterrupted, bit for bit, on CPU."""
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -19,16 +21,26 @@ def _cfg(root, *extra):
         "train.device=cpu", "train.deterministic=true", "train.seed=3", *extra])
 
 
-def test_resume_is_bit_identical(tiny_root, tmp_path):
+SCHEDULED = ("train.lr_schedule=cosine", "train.warmup_steps=4", "train.lr_min=1e-4",
+             "train.wd_exclude_norm_bias=true", "train.agc=0.05")
+
+
+def _epoch_rows(run) -> dict:
+    with open(run / "metrics.csv", newline="") as f:
+        return {r["epoch"]: r for r in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["constant", "cosine_wd_agc"])
+def test_resume_is_bit_identical(tiny_root, tmp_path, extra):
     # straight: 7 optimiser steps (epoch 1 has ~5 steps of T=16, so this crosses an epoch border)
-    a = train(_cfg(tiny_root, "train.max_steps=7"), tmp_path / "straight")
+    a = train(_cfg(tiny_root, "train.max_steps=7", *extra), tmp_path / "straight")
     assert a["step"] == 7 and a["stopped"] == "max_steps"
     # interrupted after 3 steps (mid-epoch, LSTM state carried), then resumed to 7
-    b1 = train(_cfg(tiny_root, "train.max_steps=3"), tmp_path / "resumed")
+    b1 = train(_cfg(tiny_root, "train.max_steps=3", *extra), tmp_path / "resumed")
     assert b1["step"] == 3 and b1["step_in_epoch"] == 3
     ck = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert ck["strategy"][0]["carry"] is not None  # the carried state is part of the checkpoint
-    b2 = train(_cfg(tiny_root, "train.max_steps=7"), tmp_path / "resumed", resume=True)
+    b2 = train(_cfg(tiny_root, "train.max_steps=7", *extra), tmp_path / "resumed", resume=True)
     assert b2["step"] == 7 and b2["epoch"] == a["epoch"] and b2["step_in_epoch"] == a["step_in_epoch"]
 
     sa = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
@@ -40,6 +52,16 @@ def test_resume_is_bit_identical(tiny_root, tmp_path):
         for key in x:
             assert torch.equal(x[key], y[key]), f"optimizer state {i}.{key} differs"
     assert torch.equal(sa["rng"][0]["generators"]["augment"], sb["rng"][0]["generators"]["augment"])
+    assert sa["scheduler"] == sb["scheduler"]
+    assert sa["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]  # same lr, same groups
+    if extra:  # the schedule moved the lr: warmup done, cosine under way
+        assert 1e-4 < sa["optimizer"]["param_groups"][0]["lr"] < 3e-3
+    # the interrupted epoch's row covers all its steps (before and after the resume): the same
+    # train/loss as the uninterrupted run (it logged the post-resume steps only before)
+    ra, rb = _epoch_rows(tmp_path / "straight"), _epoch_rows(tmp_path / "resumed")
+    assert ra.keys() == rb.keys() and "1" in ra
+    for key in ("train/loss", "train/grad_norm", "val/loss", "lr"):
+        assert ra["1"][key] == rb["1"][key], key
     # the resumed run kept the metrics rows of the completed epoch and wrote the log
     log = (tmp_path / "resumed" / "log.txt").read_text()
     assert "resumed from" in log

@@ -210,6 +210,9 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
 
     for task, r in scores.items():  # scores.<task>.per_video.csv / .md
         write_per_video(r, json_path, task)
+    from surgflow.evaluation.tensorboard import log_eval_scores
+
+    log_eval_scores(run_dir, scores, tag, checkpoint)  # beside the training curves in TensorBoard
     written: list[Path] = []
     if plots:
         pdir = out / "plots"

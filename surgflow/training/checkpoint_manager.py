@@ -32,21 +32,25 @@ class CheckpointManager:
         self.generators: dict[str, torch.Generator] = {}
         self.strategy = None
         self.meta: dict = {}
+        self.running: Callable[[], dict] = dict  # this rank's running epoch statistics
 
     def refuse_existing_run(self, resume: bool) -> None:
         if not resume and self.last_path.exists():
             raise SurgflowError(f"{self.out} already holds a run ({self.last_path}); pass --resume to "
                                 f"continue it, or choose another --out")
 
-    def track(self, strategy, generators: dict, meta: dict, **components) -> None:
-        """What goes into a checkpoint: `components` by name, per-rank RNG and strategy state."""
-        self.strategy, self.generators, self.meta = strategy, generators, meta
+    def track(self, strategy, generators: dict, meta: dict, running: Callable[[], dict] = dict,
+              **components) -> None:
+        """What goes into a checkpoint: `components` by name; per rank the RNG states, the strategy
+        state and `running()` (the epoch's loss sums so far: a resumed epoch logs all its steps)."""
+        self.strategy, self.generators, self.meta, self.running = strategy, generators, meta, running
         self.components.update(components)
 
     # ---- save ----
     def _gather_rank_state(self) -> list:
         """Every rank's RNG states and strategy state, on every rank (collective)."""
-        mine = {"rng": get_rng_state(self.generators), "strategy": self.strategy.state_dict()}
+        mine = {"rng": get_rng_state(self.generators), "strategy": self.strategy.state_dict(),
+                "running": self.running()}
         return self.rt.gather_object(mine)
 
     def state(self, progress: dict) -> dict:
@@ -56,7 +60,8 @@ class CheckpointManager:
         ckpt.update({k: progress[k] for k in PROGRESS_KEYS})
         ckpt.update({k: v for k, v in progress.items() if k not in PROGRESS_KEYS})
         ckpt.update(rng=[r["rng"] for r in ranks], strategy=[r["strategy"] for r in ranks],
-                    world_size=self.rt.world_size, meta=self.meta)
+                    running=[r["running"] for r in ranks], world_size=self.rt.world_size,
+                    meta=self.meta)
         ckpt["best"] = dict(ckpt["best"])
         return ckpt
 
@@ -72,7 +77,8 @@ class CheckpointManager:
     def restore(self) -> Optional[dict]:
         """Load last.pt into the tracked components and this rank's RNGs. Returns the checkpoint's
         progress (PROGRESS_KEYS + extra keys) with `pending_strategy` (the strategy state to load
-        after the first start_epoch), or None when there is nothing to resume."""
+        after the first start_epoch) and `running` (this rank's running epoch statistics, None
+        when they cannot continue), or None when there is nothing to resume."""
         if not self.last_path.exists():
             self.log(f"--resume: no checkpoint in {self.dir}; starting a new run")
             return None
@@ -89,13 +95,16 @@ class CheckpointManager:
             r = self.rt.rank
             set_rng_state(ckpt["rng"][r], self.generators)
             pending = dict(ckpt["strategy"][r])
+            running = (ckpt.get("running") or [None] * (r + 1))[r]
         else:
             self.log(f"--resume: checkpoint from {ckpt.get('world_size')} process(es), now "
                      f"{self.rt.world_size}: RNG streams and carried states restart (not bit-exact)")
             pending = {k: v for k, v in ckpt["strategy"][0].items() if k != "carry"}
+            running = None
         if ckpt["step_in_epoch"] == 0:  # an epoch starts with fresh states
             pending.pop("carry", None)
-        skip = set(self.components) | {"config", "rng", "strategy", "world_size", "meta"}
+            running = None
+        skip = set(self.components) | {"config", "rng", "strategy", "running", "world_size", "meta"}
         progress = {k: v for k, v in ckpt.items() if k not in skip}
-        progress["pending_strategy"] = pending
+        progress.update(pending_strategy=pending, running=running)
         return progress

@@ -13,7 +13,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from surgflow.io_utils import atomic_write_text
+
+RIBBON_VIDEOS = 4  # validation videos shown as phase ribbons in TensorBoard
 
 
 class MetricsLogger:
@@ -88,6 +92,29 @@ class MetricsLogger:
                 if math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
 
+    def config(self, cfg_dict: dict, yaml_text: str, metrics: list[str]) -> None:
+        """The resolved config as text and as hparams (TensorBoard's HPARAMS tab pairs them with
+        the `metrics` scalars of this run)."""
+        if self.tb is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        self.tb.add_text("config", "\n".join("    " + line for line in yaml_text.splitlines()))
+        flat = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+                for k, v in _flatten(cfg_dict).items()}
+        for summary in hparams(flat, {m: float("nan") for m in metrics}):
+            self.tb.file_writer.add_summary(summary)
+
+    def ribbons(self, phases: dict, num_phases: int, step: int) -> None:
+        """A phase-ribbon image (ground truth above prediction) per validation video."""
+        if self.tb is None:
+            return
+        for video in list(phases)[:RIBBON_VIDEOS]:
+            gt, pred = phases[video]
+            self.tb.add_image(f"val_ribbon/{video}", ribbon_image(gt, pred, num_phases), step,
+                              dataformats="HWC")
+        self.tb.flush()
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
@@ -95,3 +122,28 @@ class MetricsLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def ribbon_image(gt: np.ndarray, pred: np.ndarray, num_phases: int, row: int = 12) -> np.ndarray:
+    """uint8 [2 * row + 2, N, 3]: ground truth (top) and prediction (bottom), one column per
+    frame, phase colours from matplotlib's tab10/tab20; unlabelled frames light grey."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if num_phases <= 10 else "tab20"]
+    colors = np.vstack([[[230, 230, 230]], (np.array([cmap(i)[:3] for i in range(num_phases)])
+                                            * 255)]).astype(np.uint8)
+    g = colors[np.asarray(gt, dtype=np.int64).clip(-1, num_phases - 1) + 1]  # [N, 3]
+    p = colors[np.asarray(pred, dtype=np.int64).clip(-1, num_phases - 1) + 1]
+    gap = np.full((2, len(g), 3), 255, np.uint8)
+    return np.concatenate([np.repeat(g[None], row, 0), gap, np.repeat(p[None], row, 0)])
+

@@ -82,10 +82,13 @@ def set_rng_state(state: dict, generators: Optional[dict[str, torch.Generator]] 
 
 # ---- gradient clipping ----
 
-def clip_gradients(params: Iterable[nn.Parameter], grad_clip: float = 0.0, agc: float = 0.0) -> float:
-    """Adaptive (unit-wise, NFNets) clipping with factor `agc`, then global-norm clipping.
+def clip_gradients(params: Iterable[nn.Parameter], grad_clip: float = 0.0, agc: float = 0.0,
+                   agc_params: Optional[Iterable[nn.Parameter]] = None) -> float:
+    """Adaptive (unit-wise, NFNets) clipping with factor `agc` of `agc_params` (default: all; the
+    trainer passes all but the output layers, as timm does for NFNets), then global-norm clipping.
 
     Returns the global gradient norm after AGC (before norm clipping); inf/nan flags a bad step.
+    One fused norm over all gradients (torch's foreach kernel): no per-parameter host syncs.
     """
     params = [p for p in params if p.grad is not None]
     if not params:
@@ -93,7 +96,8 @@ def clip_gradients(params: Iterable[nn.Parameter], grad_clip: float = 0.0, agc: 
     if agc > 0:
         from timm.utils import adaptive_clip_grad
 
-        adaptive_clip_grad(params, clip_factor=agc)
+        adaptive_clip_grad([p for p in (params if agc_params is None else agc_params)
+                            if p.grad is not None], clip_factor=agc)
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:  # the norm is still computed: a non-finite one stops the run
@@ -101,9 +105,20 @@ def clip_gradients(params: Iterable[nn.Parameter], grad_clip: float = 0.0, agc: 
     return float(norm)
 
 
+def param_groups(module: nn.Module, train_cfg) -> list:
+    """Trainable parameters of `module`; with train.wd_exclude_norm_bias two groups, norm weights
+    and biases (1-d tensors, timm's rule) without weight decay."""
+    if not train_cfg.wd_exclude_norm_bias:
+        return [p for p in module.parameters() if p.requires_grad]
+    from timm.optim import param_groups_weight_decay
+
+    return param_groups_weight_decay(module, train_cfg.weight_decay)
+
+
 def make_optimizer(params: list, train_cfg) -> torch.optim.Optimizer:
-    """AdamW or SGD from cfg.train; the fused kernels (one launch for all tensors, CPU and CUDA)
-    make the optimiser step ~7x cheaper on CPU than the per-tensor loop."""
+    """AdamW or SGD from cfg.train over `params` (tensors or param groups, see param_groups); the
+    fused kernels (one launch for all tensors, CPU and CUDA) make the optimiser step ~7x cheaper
+    on CPU than the per-tensor loop."""
     t = train_cfg
     if t.optimizer == "adamw":
         cls, kw = torch.optim.AdamW, dict(lr=t.lr, weight_decay=t.weight_decay)
@@ -187,16 +202,30 @@ class Runtime:
                 for t in list(module.parameters()) + list(module.buffers()):
                     dist.broadcast(t.data, src=0)
 
-    def all_reduce_gradients(self, params: Iterable[nn.Parameter]) -> None:
-        """Mean of the gradients over ranks (strategies that do not go through the DDP forward)."""
+    def all_reduce_gradients(self, params: Iterable[nn.Parameter], weight: float = 1.0) -> None:
+        """Mean over ranks of `weight` x the gradients (strategies that do not go through the DDP
+        forward; `weight` from frame_weight)."""
         if not self.distributed:
             return
         for p in params:
             # every rank runs the same code path, so the set of parameters with a gradient is the
             # same on all ranks; unused ones keep grad None (the optimiser then skips them)
             if p.requires_grad and p.grad is not None:
+                if weight != 1.0:
+                    p.grad.mul_(weight)
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad.div_(self.world_size)
+
+    def frame_weight(self, n_local: int) -> float:
+        """n_local x world_size / (valid frames over all ranks): a rank's per-frame-mean loss times
+        this weight, averaged over ranks (as DDP averages gradients), is the mean over all valid
+        frames, so a rank with idle lanes does not count as much as a full one. 1 in one process."""
+        if not self.distributed:
+            return 1.0
+        t = torch.tensor([float(n_local)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        total = float(t.item())
+        return n_local * self.world_size / total if total > 0 else 0.0
 
     def all_reduce_mean(self, value: float) -> float:
         if not self.distributed:

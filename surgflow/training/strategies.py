@@ -64,6 +64,11 @@ def trim_padding(batch):
     return replace(batch, **values)
 
 
+def valid_frames(batch) -> int:
+    """Valid (not padding, not idle-lane) frames of a batch; a FeatureBatch holds them in labels."""
+    return int(getattr(batch, "labels", batch).valid.sum())
+
+
 def _to_float(logs: dict) -> dict:
     return {k: float(v) for k, v in logs.items()}
 
@@ -79,6 +84,11 @@ class Strategy:
         self.ctx, self.cfg, self.rt, self.model = ctx, ctx.cfg, ctx.rt, ctx.model
         self.fwd = self.rt.wrap(self.model) if self.uses_ddp_forward else self.model
         self.state = None  # carried temporal state
+        self.loss_weight = 1.0  # this rank's share under DDP (Runtime.frame_weight), set per step
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of the loss times this rank's weight (DDP averages the gradients over ranks)."""
+        (loss * self.loss_weight if self.loss_weight != 1.0 else loss).backward()
 
     # -- data --
     def steps_per_epoch(self, epoch: int) -> int:
@@ -150,7 +160,7 @@ class CarryHidden(Strategy):
             outputs, state = self.fwd(x, state=self.state, new_video=batch.new_video,
                                       valid=batch.valid)
         loss, logs = self.model.loss(outputs, batch, self.cfg)
-        loss.backward()
+        self.backward(loss)
         self.state = self.model.detach_state(state)  # truncated BPTT: carry values, not graphs
         return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
 
@@ -178,7 +188,7 @@ class Clips(Strategy):
             outputs, _ = self.fwd(x, state=None, new_video=batch.new_video,
                                   valid=batch.valid)  # fresh state
         loss, logs = self.model.loss(outputs, batch, self.cfg)
-        loss.backward()
+        self.backward(loss)
         return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
 
     def state_dict(self) -> dict:

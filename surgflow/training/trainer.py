@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from surgflow.config import Config, from_dict, to_dict, to_yaml
@@ -27,65 +26,11 @@ from surgflow.io_utils import SurgflowError, atomic_write_text, progress
 from surgflow.runs import RunMeta
 from surgflow.training.checkpoint_manager import CheckpointManager
 from surgflow.training.metrics_log import MetricsLogger
-from surgflow.training.runtime import Runtime, clip_gradients, make_optimizer, setup_runtime
-from surgflow.training.strategies import TrainContext, build_strategy
-
-
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric.lower() or "mae" in metric.lower()
-
-
-@torch.no_grad()
-def validate(model, ds, cfg, rt: Runtime, instruments: list[str]) -> dict[str, float]:
-    """Whole validation videos in eval mode, state carried across chunks (as at test time).
-
-    val/accuracy: mean over videos of the per-video phase accuracy (labelled frames);
-    val/loss: training loss over all valid frames; val/wMAE (anticipation): frame-pooled per
-    instrument, mean over instruments (minutes)."""
-    from surgflow.data.samplers import iter_video_chunks
-
-    was = model.training
-    model.eval()
-    # causal heads carry their state, so the chunk length only bounds memory (no graph here)
-    chunk = min(max(64, cfg.train.seq_len), 256)
-    tasks = cfg.task.tasks
-    accs, loss_sum, n_sum = [], 0.0, 0
-    gts, preds = {}, {}
-    quiet = {} if rt.is_main else {"disable": True}
-    for video in progress(ds.videos, desc="validation", unit="video", leave=False, **quiet):
-        state = None
-        correct = labelled = 0
-        y_true, y_pred = [], []
-        for batch in iter_video_chunks(ds, video, chunk, cfg.task.horizon, instruments):
-            batch = batch.to(rt.device)
-            with rt.autocast():
-                outputs, state = model(rt.frames_to_input(batch.frames), state, batch.new_video)
-            loss, _ = model.loss(outputs, batch, cfg)
-            n = int(batch.valid.sum())
-            loss_sum += float(loss) * n
-            n_sum += n
-            if "phase" in tasks:
-                pred = outputs["phase"].argmax(-1)  # [1, T]
-                mask = batch.valid & (batch.phase >= 0)
-                correct += int((pred == batch.phase)[mask].sum())
-                labelled += int(mask.sum())
-            if "anticipation" in tasks:
-                y_pred.append(model.decode(outputs)["anticipation_min"][0].float().cpu())
-                y_true.append(batch.anticipation[0].cpu())
-        if labelled:
-            accs.append(correct / labelled)
-        if y_true:
-            gts[video], preds[video] = torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()
-    model.train(was)
-    out = {"val/loss": loss_sum / max(n_sum, 1)}
-    if accs:
-        out["val/accuracy"] = float(np.mean(accs))
-    if gts:
-        from surgflow.evaluation.anticipation_metrics import anticipation_scores
-
-        mean = anticipation_scores(gts, preds, instruments, cfg.task.horizon)["mean"]
-        out["val/wMAE"], out["val/inMAE"], out["val/outMAE"] = mean["wMAE"], mean["inMAE"], mean["outMAE"]
-    return out
+from surgflow.training.runtime import (Runtime, clip_gradients, make_optimizer, param_groups,
+                                      setup_runtime)
+from surgflow.training.schedules import make_scheduler
+from surgflow.training.strategies import TrainContext, build_strategy, valid_frames
+from surgflow.training.validation import lower_is_better, validate, validation_metrics
 
 
 def _check_tasks(cfg: Config, ds) -> list[str]:
@@ -160,28 +105,38 @@ class Trainer:
                                 generator=self.generator, log=self.log)
         self.strategy = build_strategy(self.ctx)
         extra = self.strategy.extra_module()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if extra is not None:
-            self.params += [p for p in extra.parameters() if p.requires_grad]
+        trained = torch.nn.ModuleList([self.model] + ([extra] if extra is not None else []))
+        self.params = [p for p in trained.parameters() if p.requires_grad]
+        # AGC skips the output layers (task layers, the two-stage frame classifier) as timm does
+        outputs = {id(p) for p in self.model.tasks.parameters()}
+        outputs |= {id(p) for p in (extra.parameters() if extra is not None else [])}
+        self.agc_params = [p for p in self.params if id(p) not in outputs]
         if not self.uses_ddp:
             rt.broadcast_parameters(self.model)
             if extra is not None:
                 rt.broadcast_parameters(extra)
         t = cfg.train
-        self.optimizer = make_optimizer(self.params, t)
+        self.optimizer = make_optimizer(param_groups(trained, t), t)
+        # the schedule spans every epoch's steps (not max_steps, which a resume may change)
+        self.total_steps = sum(self.strategy.steps_per_epoch(e) for e in range(t.epochs))
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, t)
         ds = self.ds
         self.meta = RunMeta.from_training(ds, cfg, self.model, self.instruments)
         self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta.to_dict(),
-                        model=self.model, optimizer=self.optimizer)
+                        running=lambda: {"sums": dict(self._running["sums"]), "n": self._running["n"]},
+                        model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         # progress counters
         self.epoch, self.step_in_epoch, self.step = 0, 0, 0
         self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
         self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
+        self._running: dict = {"sums": {}, "n": 0}
+        self._resumed_running: Optional[dict] = None
         if self.resume:
             self._load_resume()
         if rt.is_main:
             atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
         self.metrics.open_tensorboard(purge_step=self.step if self.resume else None)
+        self.metrics.config(to_dict(cfg), to_yaml(cfg), validation_metrics(cfg.task.tasks))
 
     def _setup_data(self) -> None:
         from surgflow.data.store import PreparedDataset
@@ -202,8 +157,7 @@ class Trainer:
             except SurgflowError:
                 self.val_ds = None
         self.instruments = _check_tasks(cfg, ds)
-        known = ["val/loss"] + (["val/accuracy"] if "phase" in cfg.task.tasks else []) + \
-            (["val/wMAE", "val/inMAE", "val/outMAE"] if "anticipation" in cfg.task.tasks else [])
+        known = validation_metrics(cfg.task.tasks)
         if cfg.train.best_metric not in known:
             raise SurgflowError(f"train.best_metric: '{cfg.train.best_metric}' is not computed for "
                                 f"tasks {cfg.task.tasks}; choose one of {', '.join(known)}")
@@ -257,6 +211,7 @@ class Trainer:
                                                      progress["step_in_epoch"])
         self.best = dict(progress.get("best") or self.best)
         self._pending = progress["pending_strategy"]
+        self._resumed_running = progress.get("running")
         self.metrics.resume_rows(self.epoch)
         self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step} "
                  f"({self.step_in_epoch} into the epoch)")
@@ -273,15 +228,17 @@ class Trainer:
         return better
 
     def _end_of_epoch(self, epoch_done: float, train_logs: dict, fps: float, run_val: bool) -> dict:
-        """Validate (rank 0), update best, write last (and best) checkpoints and the metrics row."""
+        """Validate (videos spread over the ranks), update best, write last (and best)
+        checkpoints, the metrics row and the TensorBoard ribbons."""
         metrics: dict = {}
-        if run_val and self.val_ds is not None and self.rt.is_main:
-            metrics = validate(self.model, self.val_ds, self.cfg, self.rt, self.instruments)
+        phases: dict = {}
+        if run_val and self.val_ds is not None:
+            metrics = validate(self.model, self.val_ds, self.cfg, self.rt, self.instruments, phases)
             if self.cfg.train.best_metric not in metrics:
                 raise SurgflowError(f"train.best_metric: '{self.cfg.train.best_metric}' is not "
                                     f"computed for tasks {self.cfg.task.tasks}; choose one of "
                                     f"{', '.join(sorted(metrics))}")
-        improved = self._improved(metrics, epoch_done) if self.rt.is_main else False
+        improved = self._improved(metrics, epoch_done)  # same metrics, same answer on every rank
         if self.val_ds is None:
             improved = True  # best = last
         self.save(best=improved)
@@ -289,6 +246,8 @@ class Trainer:
                **{f"train/{k}": v for k, v in train_logs.items()}, **metrics,
                "lr": float(self.optimizer.param_groups[0]["lr"]), "frames_per_s": fps}
         self.metrics.write_row(row, self.step)
+        if phases:
+            self.metrics.ribbons(phases, len(self.ds.phase_names), self.step)
         if self.rt.is_main:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                               if k not in ("epoch", "step", "lr") and isinstance(v, float))
@@ -323,8 +282,10 @@ class Trainer:
                     self.strategy.load_state_dict(self._pending)
                     self._pending = None
                 n_steps = self.strategy.steps_per_epoch(epoch)
-                sums: dict = {}
-                n_logged, frames, t_train = 0, 0, 0.0
+                # loss sums over the epoch's steps; a resumed epoch continues the saved ones
+                self._running, self._resumed_running = self._resumed_running or {"sums": {}, "n": 0}, None
+                sums = self._running["sums"]
+                frames, t_train = 0, 0.0
                 bar = progress(total=n_steps, initial=self.step_in_epoch,
                                desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
                                **({} if rt.is_main else {"disable": True}))
@@ -334,29 +295,34 @@ class Trainer:
                         stopped = "max_steps"
                         break
                     self.optimizer.zero_grad(set_to_none=True)
+                    # ranks weighted by their valid frames: the gradient is the all-frames mean
+                    weight = rt.frame_weight(valid_frames(batch))
+                    self.strategy.loss_weight = weight if self.uses_ddp else 1.0
                     res = self.strategy.train_step(batch)
                     if rt.any_true(not math.isfinite(res.loss)):
                         self._fail(f"non-finite loss ({res.loss})", batch)
                     if not self.uses_ddp:
-                        rt.all_reduce_gradients(self.params)
-                    gnorm = clip_gradients(self.params, t.grad_clip, t.agc)
+                        rt.all_reduce_gradients(self.params, weight)
+                    gnorm = clip_gradients(self.params, t.grad_clip, t.agc, self.agc_params)
                     if rt.any_true(not math.isfinite(gnorm)):
                         self._fail(f"non-finite gradient norm ({gnorm}, loss {res.loss:.4g})", batch)
+                    lr = self.optimizer.param_groups[0]["lr"]  # the lr of this step
                     self.optimizer.step()
+                    self.scheduler.step()
                     self.step += 1
                     self.step_in_epoch += 1
                     frames += res.frames
-                    for k, v in res.logs.items():
+                    for k, v in {**res.logs, "grad_norm": gnorm}.items():
                         sums[k] = sums.get(k, 0.0) + v
-                    n_logged += 1
+                    self._running["n"] += 1
                     now = time.perf_counter()
                     fps = frames * rt.world_size / max(now - t0, 1e-9)
                     bar.update(1)
                     bar.set_postfix(loss=f"{res.loss:.4f}",
                                     lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", fps=f"{fps:.1f}")
                     if t.log_every and self.step % t.log_every == 0 and rt.is_main:
-                        self.metrics.scalars({"train/step_loss": res.loss,
-                                              "train/frames_per_s": fps}, self.step)
+                        self.metrics.scalars({"train/step_loss": res.loss, "train/grad_norm": gnorm,
+                                              "train/lr": lr, "train/frames_per_s": fps}, self.step)
                         self.metrics.write_line(f"step {self.step}: loss {res.loss:.4f}, grad norm "
                                                 f"{gnorm:.3g}, {fps:.1f} frames/s")
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
@@ -364,6 +330,7 @@ class Trainer:
                 t_train = time.perf_counter() - t0
                 bar.close()
                 fps = frames * rt.world_size / max(t_train, 1e-9)
+                n_logged = self._running["n"]
                 train_logs = {k: rt.all_reduce_mean(v / max(n_logged, 1)) for k, v in sums.items()}
                 if stopped == "max_steps" and self.step_in_epoch < n_steps:
                     # partial epoch: keep the position; validate so the stop point has metrics
