@@ -319,7 +319,7 @@ class Trainer:
                     fps = frames * rt.world_size / max(now - t0, 1e-9)
                     bar.update(1)
                     bar.set_postfix(loss=f"{res.loss:.4f}",
-                                    lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", fps=f"{fps:.1f}")
+                                    lr=f"{lr:.2e}", fps=f"{fps:.1f}")
                     if t.log_every and self.step % t.log_every == 0 and rt.is_main:
                         self.metrics.scalars({"train/step_loss": res.loss, "train/grad_norm": gnorm,
                                               "train/lr": lr, "train/frames_per_s": fps}, self.step)
