@@ -25,13 +25,14 @@ def score_scalars(scores: dict, prefix: str) -> dict[str, float]:
 def log_eval_scores(run_dir, scores: dict, tag: str, checkpoint: str = "best") -> list[str]:
     """Scores as scalars `<tag>/<task>/...` in RUN_DIR/tb at the step of the evaluated checkpoint;
     returns the tags written ([] when the run has no tb/ folder)."""
-    path = resolve_checkpoint_path(run_dir, checkpoint)
-    run = Path(run_dir) if Path(run_dir).is_dir() else path.parent.parent
+    run = Path(run_dir)
+    if run.is_file():  # RUN_DIR/checkpoints/x.pt -> RUN_DIR
+        run = run.parent.parent if run.parent.name == "checkpoints" else run.parent
     if not (run / "tb").is_dir():
         return []
     from torch.utils.tensorboard import SummaryWriter
 
-    step = int(load_checkpoint(path).get("step", 0))
+    step = int(load_checkpoint(resolve_checkpoint_path(run_dir, checkpoint)).get("step", 0))
     values = score_scalars(scores, tag)
     with SummaryWriter(str(run / "tb")) as w:
         for name, v in values.items():
