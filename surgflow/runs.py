@@ -122,13 +122,75 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def _peek(path: Path) -> dict:
+    """A checkpoint's counters without reading its tensors (memory-mapped load)."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise SurgflowError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it may be "
+                            "truncated or not a surgflow checkpoint") from None
+    best = ck.get("best")
+    return {"step": ck.get("step"), "best": dict(best) if isinstance(best, dict) else {}}
+
+
+def best_problem(ckpt_dir: str | Path) -> Optional[str]:
+    """Why checkpoints/best.pt is not the best that last.pt records (None = it is). last.pt is
+    written first and records the best; a kill before best.pt was (re)written leaves best.pt
+    missing or older than that record."""
+    ckpt_dir = Path(ckpt_dir)
+    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    if not last.is_file():
+        return None if best.is_file() else f"{ckpt_dir}: no checkpoint yet"
+    rec = _peek(last)["best"]
+    if rec.get("step") is None:
+        return None if best.is_file() else (f"{best} does not exist yet: no validation has run "
+                                            f"(last.pt records no best)")
+    if not best.is_file():
+        return (f"{best} is missing although {last} records the best at step {rec['step']} "
+                f"(its write was interrupted)")
+    got = _peek(best)["step"]
+    if got != rec["step"]:
+        return (f"{best} holds step {got}, but {last} records the best at step {rec['step']} (the "
+                f"newer best's write was interrupted)")
+    return None
+
+
+def repair_best(ckpt_dir: str | Path, log=print) -> bool:
+    """At the start of a resumed run: rewrite best.pt from last.pt when last.pt IS the recorded
+    best (the only crash window: between the two writes). Returns True when best.pt is now
+    consistent; False when the recorded best cannot be recovered (the caller resets it)."""
+    ckpt_dir = Path(ckpt_dir)
+    problem = best_problem(ckpt_dir)
+    if problem is None or not (ckpt_dir / "last.pt").is_file():
+        return True
+    last = _peek(ckpt_dir / "last.pt")
+    if last["best"].get("step") == last["step"]:
+        from surgflow.io_utils import atomic_write_bytes
+
+        atomic_write_bytes(ckpt_dir / "best.pt", (ckpt_dir / "last.pt").read_bytes())
+        log(f"{problem}: rewrote best.pt from last.pt (step {last['step']}, the recorded best)")
+        return True
+    log(f"WARNING: {problem}; it cannot be recovered: the next validation writes a new best.pt")
+    return False
+
+
 def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run directory (which: best | last | a path) or the file itself.
+    Never falls back from best to last: a missing or stale best.pt is an error naming the fix."""
     p = Path(path_or_run_dir)
     if p.is_dir():
         if which in ("best", "last"):
             cand = p / "checkpoints" / f"{which}.pt"
-            if not cand.is_file() and which == "best" and (p / "checkpoints" / "last.pt").is_file():
-                cand = p / "checkpoints" / "last.pt"
+            if which == "best" and (p / "checkpoints" / "last.pt").is_file():
+                problem = best_problem(p / "checkpoints")
+                if problem is not None:
+                    raise SurgflowError(
+                        f"{problem}. Use the last checkpoint explicitly (`--checkpoint last` for "
+                        f"eval, predict, export and audit), or run `surgflow train "
+                        f"{p / 'config.yaml'} --out {p} --resume` once: it restores best.pt when "
+                        f"last.pt is the best")
         else:
             cand = Path(which) if Path(which).is_absolute() or Path(which).is_file() else p / which
         if not cand.is_file():
@@ -138,6 +200,14 @@ def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") ->
     if p.is_file():
         return p
     raise SurgflowError(f"{p}: neither a run directory nor a checkpoint file")
+
+
+def shape_mismatches(model, state: dict, limit: int = 3) -> str:
+    """`name: checkpoint [a, b] vs model [c, d]` for the first tensors whose shapes differ."""
+    own = model.state_dict()
+    bad = [f"{k}: checkpoint {list(v.shape)} vs model {list(own[k].shape)}" for k, v in state.items()
+           if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    return "; ".join(bad[:limit]) + (f" (+{len(bad) - limit} more)" if len(bad) > limit else "")
 
 
 def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu"):
@@ -157,7 +227,13 @@ def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu"):
     model = build_model(cfg, num_phases=len(meta.phase_names), num_tools=len(meta.tool_names),
                         num_instruments=len(meta.instruments),
                         load_pretrained=False)  # the checkpoint holds the weights: no hub, no file
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError:  # size mismatch: the weights are of another model shape
+        raise SurgflowError(
+            f"checkpoint {path}: its weights do not fit the model its config and meta describe "
+            f"({shape_mismatches(model, ckpt['model'])}); the file was edited or mixes two runs: "
+            f"use the checkpoint written with this config") from None
     if missing or unexpected:
         raise SurgflowError(
             f"checkpoint {path}: weights do not match the model built from its config "

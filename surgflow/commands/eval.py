@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default: RUN_DIR/eval_<split>)")
     add_device(parser)
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="prepared dataset to evaluate on (default: the one the run recorded; "
+                        "use this when the data moved)")
     parser.add_argument("--chunk", type=int, default=None,
                         metavar="N",
                         help="frames per forward pass (default: the run's train.seq_len)")
@@ -28,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from surgflow.evaluation.runner import evaluate_run
+    from surgflow.io_utils import SurgflowError
 
+    if args.chunk is not None and args.chunk < 1:
+        raise SurgflowError(f"--chunk {args.chunk}: must be >= 1 frame (leave it out to use the "
+                            f"run's train.seq_len)")
     evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, cheat=args.cheat,
                  out=args.out, device=resolve_device(args.device), chunk=args.chunk, relaxed=args.relaxed,
-                 plots=not args.no_plots)
+                 plots=not args.no_plots, data_root=args.data_root)
     return 0

@@ -28,6 +28,10 @@ def run(args) -> int:
         raise SurgflowError("--verify-frames must be >= 1 (100 or more recommended)")
     if args.opset < 17:
         raise SurgflowError("--opset must be >= 17 (LayerNormalization)")
+    from surgflow.outputs import check_output_file
+
+    check_output_file(args.onnx, "--onnx")  # before building, exporting and the parity check
+    check_output_file(f"{args.onnx}.json", "--onnx")
     model, _cfg, meta = load_model(args.run, which=args.checkpoint, device="cpu")
     info = export_onnx(model, meta, args.onnx, verify_frames=args.verify_frames, video=args.video,
                        opset=args.opset)

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from RUN_DIR/checkpoints/last.pt")
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="with --resume: accept a different data.root, frame size or label set "
+                        "than the run was trained on (refused otherwise)")
 
 
 def run(args) -> int:
@@ -28,7 +31,11 @@ def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     print(f"run directory: {out}")
-    res = train(cfg, out, resume=args.resume)
+    if args.allow_data_change and not args.resume:
+        from surgflow.io_utils import SurgflowError
+
+        raise SurgflowError("--allow-data-change applies to --resume only")
+    res = train(cfg, out, resume=args.resume, allow_data_change=args.allow_data_change)
     best = res["best_metric"]
     print(f"stopped: {res['stopped']} after {res['step']} steps (epoch {res['epoch']})")
     for k, v in {**{f"train/{k}": v for k, v in res["train"].items()}, **res["val"]}.items():

@@ -167,30 +167,43 @@ def score_predictions(preds: dict, meta, fps: float, label: Optional[str], cheat
 
 def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: bool = False,
                  out=None, device="cpu", chunk: Optional[int] = None, relaxed: Optional[str] = None,
-                 plots: bool = True, max_plot_videos: int = 8, quiet: bool = False) -> dict:
+                 plots: bool = True, max_plot_videos: int = 8, quiet: bool = False,
+                 data_root=None) -> dict:
     """Evaluate a run on a split subset; returns {"scores": {task: result}, <task>: result (same
     objects, for convenience), "out": dir, "json": path, "predictions": dir, "ground_truth": dir,
     "plots": [paths], "text": table, "rescore": command, "preds": predict_dataset output}."""
     from surgflow.data.store import PreparedDataset
     from surgflow.evaluation import plots as plots_mod, score
+    from surgflow.outputs import check_writable_dir
     from surgflow.runs import load_model
 
+    if chunk is not None and int(chunk) < 1:
+        raise SurgflowError(f"--chunk {chunk}: must be >= 1 frame")
     model, cfg, meta = load_model(run_dir, checkpoint, device)
     meta = RunMeta.coerce(meta, model)
-    if not meta.dataset_root:
-        raise SurgflowError(f"{run_dir}: checkpoint meta has no dataset_root; cannot find the videos")
-    ds = PreparedDataset(meta.dataset_root, split=meta.split, subset=split)
+    root = data_root or meta.dataset_root
+    if not root:
+        raise SurgflowError(f"{run_dir}: checkpoint meta has no dataset_root; pass --data-root")
+    try:
+        ds = PreparedDataset(root, split=meta.split, subset=split)
+    except SurgflowError:
+        if data_root or (Path(root) / "manifest.json").is_file():
+            raise
+        raise SurgflowError(
+            f"{Path(root) / 'manifest.json'}: not found: the run was trained on {root}, which is "
+            f"gone or moved; pass --data-root NEW_PATH (the prepared dataset's new folder), or "
+            f"run `surgflow prepare` again") from None
     if not ds.videos:
         raise SurgflowError(f"split '{meta.split}' has no '{split}' videos in "
-                            f"{meta.dataset_root}; choose another --split (val or test)")
-    chunk = int(chunk or getattr(getattr(cfg, "train", None), "seq_len", 64) or 64)
+                            f"{root}; choose another --split (val or test)")
+    chunk = int(chunk if chunk is not None else (getattr(getattr(cfg, "train", None), "seq_len", 64) or 64))
     tag = f"{split}_NONCAUSAL" if cheat else split
     if out is None:
         base = Path(run_dir)
         if base.is_file():  # a checkpoint file: RUN_DIR/checkpoints/x.pt -> RUN_DIR
             base = base.parent.parent if base.parent.name == "checkpoints" else base.parent
         out = base / f"eval_{tag}"
-    out = Path(out)
+    out = check_writable_dir(out, "evaluation folder", "--out")  # before the long model pass
     label = f"{split} NON-CAUSAL" if cheat else split
     notes = [f"checkpoint: {checkpoint}; chunk {chunk} frames, state carried across chunks"]
     if not getattr(model, "is_causal", True):

@@ -23,7 +23,9 @@ import torch
 
 from surgflow.config import Config, from_dict, to_dict, to_yaml
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
-from surgflow.runs import RunMeta
+from surgflow.outputs import (FolderLock, check_writable_dir, disk_full_error, is_disk_full,
+                              remove_partial_writes)
+from surgflow.runs import RunMeta, repair_best, shape_mismatches
 from surgflow.training.checkpoint_manager import CheckpointManager
 from surgflow.training.metrics_log import MetricsLogger
 from surgflow.training.runtime import (Runtime, clip_gradients, make_optimizer, param_groups,
@@ -58,10 +60,14 @@ class Trainer:
     """Builds everything for one run; `fit()` trains and returns the final metrics and paths."""
 
     def __init__(self, cfg: Config, out_dir, resume: bool = False,
-                 overrides: Optional[list[str]] = None):
+                 overrides: Optional[list[str]] = None, allow_data_change: bool = False):
         if overrides:
             cfg = from_dict(to_dict(cfg), overrides)
+        if cfg.data.root:  # stored resolved: eval from another folder finds the data
+            cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
         self.cfg, self.out, self.resume = cfg, Path(out_dir), resume
+        self.allow_data_change = allow_data_change
+        self._lock: Optional[FolderLock] = None
         self.rt = setup_runtime(cfg)
         self.metrics = MetricsLogger(self.out, self.rt.is_main)
         self.ckpt = CheckpointManager(self.out, cfg, self.rt, self.log)
@@ -85,8 +91,22 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     def _setup(self) -> None:
         cfg, rt = self.cfg, self.rt
+        refused, lock_notes = None, []
+        if rt.is_main:  # one live run per run directory; a second one refuses before writing
+            try:
+                check_writable_dir(self.out, "run directory", "--out")
+                self._lock = FolderLock(self.out, "surgflow train", log=lock_notes.append).acquire()
+            except SurgflowError as e:
+                refused = e
+        if rt.any_true(refused is not None):
+            raise refused or SurgflowError(f"rank 0 refused the run directory {self.out}")
         self.ckpt.refuse_existing_run(self.resume)
         self.metrics.open()
+        if rt.is_main:
+            for note in lock_notes:
+                self.log(note)
+            for folder in (self.out, self.ckpt.dir):  # e.g. .last.pt.*.tmp of killed writes
+                remove_partial_writes(folder, self.log)
         rt.barrier()
         self.log(f"surgflow train -> {self.out} (rank 0 of {rt.world_size}, device {rt.device}, "
                  f"{cfg.train.precision}, strategy {cfg.train.strategy})")
@@ -202,14 +222,41 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         self.ckpt.save(self._progress(), best=best)  # collective: all ranks call it
 
+    def _check_resume_data(self) -> None:
+        """--resume on other data (root, frame size, labels) only when the user says so."""
+        if not self.last_path.exists():
+            return
+        meta = torch.load(self.last_path, map_location="cpu", weights_only=True, mmap=True).get("meta") or {}
+        diffs = [f"{k}: {meta[k]!r} (checkpoint) vs {self.meta[k]!r} (now)"
+                 for k in ("dataset_root", "size", "fps", "phase_names", "tool_names", "instruments")
+                 if k in meta and meta[k] != self.meta[k]]
+        if diffs and not self.allow_data_change:
+            raise SurgflowError(
+                f"--resume: {self.last_path} was trained on other data: {'; '.join(diffs)}. Resume "
+                f"with the run's data.root, or pass --allow-data-change (moved or re-prepared data) "
+                f"to continue on the new data anyway")
+        if diffs:
+            self.log(f"--resume with --allow-data-change: {'; '.join(diffs)}")
+
     def _load_resume(self) -> None:
-        progress = self.ckpt.restore()
+        self._check_resume_data()
+        try:
+            progress = self.ckpt.restore()
+        except RuntimeError as e:
+            if "size mismatch" not in str(e):
+                raise
+            raise SurgflowError(
+                f"--resume: the weights in {self.last_path} do not fit the model built now "
+                f"({shape_mismatches(self.model, torch.load(self.last_path, weights_only=True, mmap=True)['model'])}): "
+                f"the dataset's phases/tools or the model changed; start a new --out") from None
         if progress is None:
             self.resume = False
             return
         self.epoch, self.step, self.step_in_epoch = (progress["epoch"], progress["step"],
                                                      progress["step_in_epoch"])
         self.best = dict(progress.get("best") or self.best)
+        if self.rt.is_main and not repair_best(self.ckpt.dir, self.log):
+            self.best.update(value=None, epoch=None, step=None)
         self._pending = progress["pending_strategy"]
         self._resumed_running = progress.get("running")
         self.metrics.resume_rows(self.epoch)
@@ -241,6 +288,7 @@ class Trainer:
         improved = self._improved(metrics, epoch_done)  # same metrics, same answer on every rank
         if self.val_ds is None:
             improved = True  # best = last
+            self.best.update(epoch=epoch_done, step=self.step)
         self.save(best=improved)
         row = {"epoch": epoch_done, "step": self.step,
                **{f"train/{k}": v for k, v in train_logs.items()}, **metrics,
@@ -345,6 +393,13 @@ class Trainer:
                     or last_metrics
             if stopped == "done" and self.epoch >= t.epochs:
                 self.log(f"finished {t.epochs} epochs, {self.step} steps")
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise disk_full_error(e, self.out, f"the checkpoints written before are intact "
+                                  f"(atomic writes); free space or move {self.out}, then continue "
+                                  f"with `surgflow train {self.out / 'config.yaml'} --out {self.out} "
+                                  f"--resume`") from None
         finally:
             self.close()
         return {
@@ -356,10 +411,16 @@ class Trainer:
 
     def close(self) -> None:
         self.metrics.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self.rt.close()
 
 
-def train(cfg: Config, out_dir, resume: bool = False, overrides: Optional[list[str]] = None) -> dict:
-    """Train per `cfg` into `out_dir` (resume: continue from checkpoints/last.pt). Returns
+def train(cfg: Config, out_dir, resume: bool = False, overrides: Optional[list[str]] = None,
+          allow_data_change: bool = False) -> dict:
+    """Train per `cfg` into `out_dir` (resume: continue from checkpoints/last.pt; a resume on
+    other data is refused unless allow_data_change). Returns
     {run_dir, last, best, epoch, step, stopped, train: {...}, val: {...}, best_metric: {...}}."""
-    return Trainer(cfg, out_dir, resume=resume, overrides=overrides).fit()
+    return Trainer(cfg, out_dir, resume=resume, overrides=overrides,
+                   allow_data_change=allow_data_change).fit()
