@@ -13,7 +13,7 @@ def load_model(run_or_checkpoint: Union[str, Path], checkpoint: str = "best", de
     """(model in eval mode, Config, meta dict) from a run directory or a checkpoint .pt file;
     checkpoint: best | last | a checkpoint path inside the run. Loads with weights_only=True."""
     from surgflow.cli_args import resolve_device
-    from surgflow.training.checkpoint import load_model as _load
+    from surgflow.runs import load_model as _load
 
     return _load(run_or_checkpoint, which=checkpoint, device=resolve_device(device))
 

@@ -50,9 +50,10 @@ def test_predict_writes_score_readable_files_and_overlay(ckpt, synthetic_raw, tm
     assert list(frames) == list(range(n))
     _, ant = read_table(out / "video01-anticipation.txt", ANTICIPATION_INSTRUMENTS, "anticipation")
     assert ant.shape == (n, 5) and ((ant >= 0) & (ant <= 3.0 + 1e-3)).all()
-    # The overlay: one output frame per prediction, even size, playable.
+    # The overlay plays at the source rate: every decoded frame, even size, playable.
     count, (h, w) = _count_frames(overlay)
-    assert count == n and h % 2 == 0 and w == 640 and h > 360
+    source_frames, _ = _count_frames(video)
+    assert count == source_frames and h % 2 == 0 and w == 640 and h > 360
     # `surgflow score phase` reads the files against the raw 25-fps annotations.
     gt = tmp_path / "gt"
     gt.mkdir()
@@ -93,7 +94,8 @@ def test_truncated_stream_keeps_predictions_so_far(ckpt, synthetic_raw, tmp_path
     assert 5 <= n <= 30  # about half of a 30-40 s video
     _, ant = read_table(out / "cut-anticipation.txt", ANTICIPATION_INSTRUMENTS, "anticipation")
     assert len(ant) == n
-    assert _count_frames(overlay)[0] == n  # the overlay was finalised and plays
+    # the overlay was finalised and plays: about 25 source frames per 1-fps prediction
+    assert 25 * (n - 1) <= _count_frames(overlay)[0] <= 25 * (n + 1)
     assert not list(out.glob(".*.tmp"))  # no temporary files left behind
 
 
@@ -125,3 +127,50 @@ def test_stream_mode_prints_per_frame_latency(ckpt, synthetic_raw, tmp_path):
     assert res["frames"] == 5 and res["stopped"] is None
     assert len(lines) == 5 and all(" ms" in ln for ln in lines) and lines[0].startswith("frame 0:")
     assert len(read_phase_pred(tmp_path / "live-phase.txt", CHOLEC80_PHASES)) == 5
+
+
+def test_overlay_holds_predictions_at_the_source_rate(ckpt, synthetic_raw, tmp_path, capsys):
+    """--render-at sampling gives one frame per prediction; the default plays at 25 fps with each
+    prediction held, shows mm:ss, and --gt adds a ribbon that must fit the video."""
+    import av
+
+    from surgflow.online.render import OverlayRenderer, mmss
+
+    assert (mmss(0), mmss(83.9), mmss(4500)) == ("00:00", "01:23", "75:00")
+    video = Path(synthetic_raw) / "videos" / "video03.mp4"
+    gt = Path(synthetic_raw) / "phase_annotations" / "video03-phase.txt"
+    slides = tmp_path / "slides.mp4"
+    assert main(["predict", str(ckpt), str(video), "--out", str(tmp_path / "p1"), "--render",
+                 str(slides), "--render-at", "sampling", "--max-frames", "6"]) == 0
+    assert _count_frames(slides)[0] == 6
+    with av.open(str(slides)) as c:
+        assert float(c.streams.video[0].average_rate) == 1.0
+    held = tmp_path / "held.mp4"
+    assert main(["predict", str(ckpt), str(video), "--out", str(tmp_path / "p2"), "--render",
+                 str(held), "--gt", str(gt), "--max-frames", "6"]) == 0
+    with av.open(str(held)) as c:
+        assert float(c.streams.video[0].average_rate) == 25.0
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert 5 * 25 <= len(frames) <= 6 * 25 + 1  # 6 predictions held over ~25 source frames each
+    # the panel changes within a held second (clock, video) but the ribbons only per prediction
+    r = OverlayRenderer(tmp_path / "x.mp4", 25, ["A", "B"], [], 0.0, sample_fps=1,
+                        gt=[0, 0, 1, 1], expected_frames=4)
+    pred = {"frame": 0, "phase_prob": [0.9, 0.1], "phase_id": 0, "phase": "A", "confidence": 0.9}
+    blank = np.zeros((90, 160, 3), np.uint8)
+    a, b = r.draw(blank, pred, 0.0), r.draw(blank, pred, 1.5)
+    assert r.timeline == [0]  # the same prediction held: not appended twice
+    ribbon_y = r.video_h + 6 + r.row + 4  # inside the 'pred' ribbon
+    x0 = 6 + 44  # ribbon start; prediction 0 fills the first quarter (before either cursor)
+    assert (a[ribbon_y, x0 + 2:x0 + 100] == b[ribbon_y, x0 + 2:x0 + 100]).all()
+    assert tuple(a[ribbon_y, x0 + 50]) == (31, 119, 180)  # phase A's colour
+    assert not (a[r.video_h + 6:r.video_h + 20] == b[r.video_h + 6:r.video_h + 20]).all()  # clock
+    gt_row = ribbon_y + 16
+    x_late = r.width - 10  # the end of the video: ground truth phase B (colour 1) is drawn
+    assert tuple(a[gt_row, x_late]) == (255, 127, 14)
+    r.close(ok=False)
+    # a ground-truth file at the wrong rate is refused with the fix
+    assert main(["predict", str(ckpt), str(video), "--out", str(tmp_path / "p3"), "--render",
+                 str(tmp_path / "bad.mp4"), "--gt", str(gt), "--gt-fps", "1"]) == 2
+    assert "--gt" in capsys.readouterr().err
+    assert main(["predict", str(ckpt), str(video), "--gt", str(gt)]) == 2
+    assert "add --render" in capsys.readouterr().err

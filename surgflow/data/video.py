@@ -175,7 +175,7 @@ def _decode_checked(container, stream, source, stats: FrameStats) -> Iterator[An
 
 def sample_frames(source, fps: float, size: Optional[tuple[int, int]] = None,
                   stats: Optional[dict] = None, opened=None, keep_frame: bool = False,
-                  checked: bool = True) -> Iterator[tuple]:
+                  checked: bool = True, on_decoded=None) -> Iterator[tuple]:
     """Decode `source` once and yield (i, rgb uint8 [H, W, 3]) for target times i / fps (the rule
     of `sample_by_timestamp`), in display orientation and resized to `size` (H, W).
 
@@ -183,7 +183,8 @@ def sample_frames(source, fps: float, size: Optional[tuple[int, int]] = None,
     vfr, rotation. opened: an `open_video` result to use (and close). keep_frame: yield
     (i, rgb, av.VideoFrame) (`predict --render` draws on the decoded frame). checked: decode
     errors raise SurgflowError naming the file; False lets PyAV's error through (a live stream
-    keeps what it has)."""
+    keeps what it has). on_decoded: called with every decoded av.VideoFrame, sampled or not,
+    before the sample it may serve is yielded (`predict --render` at the source rate)."""
     container, stream, rate = opened if opened is not None else open_video(source)
     fs = FrameStats(rate, stream.time_base, int(stream.frames or 0))
     try:
@@ -191,6 +192,8 @@ def sample_frames(source, fps: float, size: Optional[tuple[int, int]] = None,
             decoded = _decode_checked(container, stream, source, fs)
         else:
             decoded = (fs.see(f) or f for f in container.decode(stream))
+        if on_decoded is not None:
+            decoded = (on_decoded(f) or f for f in decoded)
         from av.video.reformatter import VideoReformatter
 
         reformatter = VideoReformatter()  # one swscale context per video

@@ -59,15 +59,39 @@ def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], m
     return written
 
 
+def read_gt_ribbon(path, phase_names, gt_fps: float, fps: float, expected: int | None,
+                   inferred: bool) -> np.ndarray:
+    """Ground-truth phase ids at the sampling rate (rows i * gt_fps / fps of a `Frame\tPhase`
+    file) for the overlay's truth ribbon; refuses a file whose length does not fit the video."""
+    from surgflow.data.annotations import parse_phase_file
+
+    _frames, ids = parse_phase_file(path, list(phase_names), what="--gt phase file")
+    step = gt_fps / fps
+    n = int(len(ids) / step + 1e-9) if step > 0 else 0
+    if expected and abs(n - expected) > max(2, 0.05 * expected):
+        raise SurgflowError(
+            f"--gt {path}: {len(ids)} rows at {gt_fps:g} rows/s cover {n} samples at {fps:g} fps, "
+            f"but the video has about {expected}"
+            + ("; pass --gt-fps with the file's row rate (e.g. 1 for files written by eval)"
+               if inferred else "; check --gt-fps and that the file belongs to this video"))
+    pick = np.minimum((np.arange(n) * step).round().astype(np.int64), len(ids) - 1)
+    return ids[pick]
+
+
 def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None = None,
                   render: str | Path | None = None, name: str | None = None,
                   live: bool | None = None, max_frames: int | None = None,
-                  match_store: bool = True, log=print) -> dict:
+                  match_store: bool = True, log=print, render_at: str = "source",
+                  gt: str | Path | None = None, gt_fps: float | None = None) -> dict:
     """Run `predictor` over `source` and write the prediction files into `out_dir`.
 
     match_store: pass each resized frame through the prepared store's JPEG round trip (prepare's
     encoder, the store's decoder), so the model sees exactly the frames `surgflow eval` reads from a
     prepared dataset and the outputs are equal; False feeds the decoded frames directly.
+
+    render_at: "source" writes every decoded frame with the latest prediction held (plays at the
+    video's own rate); "sampling" writes one frame per prediction. gt: a phase file drawn as a
+    ground-truth ribbon, rows at gt_fps (default: the video's frame rate, as Cholec80's files).
 
     Returns {video, frames, files, render, stopped (None or the reason), latency_ms (mean, max)}.
     """
@@ -93,17 +117,27 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
     elif not live and container.duration:
         expected = int(container.duration / 1e6 * fps) + 1
 
-    renderer = None
+    renderer = tap = None
     if render is not None:
-        from surgflow.online.render import OverlayRenderer
+        from surgflow.online.render import OverlayRenderer, SourceRateOverlay
 
-        renderer = OverlayRenderer(render, fps, predictor.phase_names, predictor.instruments,
-                                   predictor.horizon, expected_frames=expected)
+        if render_at not in ("source", "sampling"):
+            raise SurgflowError(f"--render-at {render_at!r}: expected source or sampling")
+        src_fps = float(_rate) if _rate else fps
+        truth = None if gt is None else read_gt_ribbon(gt, predictor.phase_names, gt_fps or src_fps,
+                                                       fps, expected, gt_fps is None)
+        out_fps = src_fps if render_at == "source" else fps
+        renderer = OverlayRenderer(render, out_fps, predictor.phase_names, predictor.instruments,
+                                   predictor.horizon, expected_frames=expected, sample_fps=fps,
+                                   gt=truth)
+        if render_at == "source":
+            tap = SourceRateOverlay(renderer, vstream.time_base)
     predictor.reset()
     rows: dict[str, list[np.ndarray]] = {}
     latencies: list[float] = []
     stopped = None
     stats: dict = {}
+    limited = False
     # Files get a progress bar; streams print the per-frame latency instead.
     bar = None if live else progress(total=expected, unit="frame", desc=f"predict {video}")
     try:
@@ -111,7 +145,8 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
             # prepare's decoder, sampler, rotation and resize (surgflow/data/video.py); decode
             # errors reach the handler below, which keeps the predictions made so far
             for index, rgb, vframe in sample_frames(source, fps, predictor.size, stats,
-                                                    opened=opened, keep_frame=True, checked=False):
+                                                    opened=opened, keep_frame=True, checked=False,
+                                                    on_decoded=tap.frame if tap else None):
                 if index == 0 and stats.get("rotation"):
                     log(f"note: {rotation_note(stats['rotation'])}")
                 if match_store:
@@ -122,8 +157,10 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
                 for key in ("phase_prob", "tools_prob", "anticipation_min"):
                     if key in pred:
                         rows.setdefault(key, []).append(pred[key])
-                if renderer is not None:
-                    renderer.write(frame_to_rgb(vframe), pred)
+                if tap is not None:
+                    tap.prediction(pred)  # drawn on this and the following decoded frames
+                elif renderer is not None:
+                    renderer.write(frame_to_rgb(vframe), pred, index / fps)
                 if bar is not None:
                     bar.update(1)
                 if live:
@@ -132,6 +169,7 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
                         msg += f"  {pred['phase']} ({100 * pred['confidence']:.0f}%)"
                     log(msg)
                 if max_frames is not None and len(latencies) >= max_frames:
+                    limited = True  # stopped on request: not a truncated video
                     break
         except KeyboardInterrupt:
             stopped = "interrupted (Ctrl-C)"
@@ -142,9 +180,11 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
             bar.close()
         container.close()
         n = len(latencies)
-        if stopped is None and expected is not None and not live and n < expected - 1:
+        if stopped is None and not limited and expected is not None and not live and n < expected - 1:
             stopped = f"the video ended after {n} of ~{expected} expected frames (truncated file?)"
-        if renderer is not None:
+        if tap is not None:
+            tap.close(ok=n > 0)
+        elif renderer is not None:
             renderer.close(ok=n > 0)
         preds = {k: np.stack(v).astype(np.float32) for k, v in rows.items()}
         written: list[Path] = []
