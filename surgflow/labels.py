@@ -1,4 +1,4 @@
-"""Label vocabularies of the supported datasets (DOMAIN.md section 4 and 5)."""
+"""Label vocabularies of the supported datasets (docs/DOMAIN.md section 4 and 5)."""
 from __future__ import annotations
 
 CHOLEC80_PHASES = [

@@ -5,7 +5,7 @@ from surgflow.data.targets import anticipation_targets
 
 
 def _scan(present, fps, h):
-    """Reference: the backwards scan of DOMAIN.md section 5, written as a plain loop."""
+    """Reference: the backwards scan of docs/DOMAIN.md section 5, written as a plain loop."""
     n, k = present.shape
     out = np.zeros((n, k))
     for j in range(k):

@@ -1,4 +1,4 @@
-"""Audit a video model for BatchNorm leakage of future or cross-sample information (DOMAIN.md 2).
+"""Audit a video model for BatchNorm leakage of future or cross-sample information (docs/DOMAIN.md 2).
 
 Four behavioural tests on random input, each in train and/or eval mode:
 
@@ -374,7 +374,7 @@ def _coupling_finding(mode: str, value: float, rel: float, layers) -> Finding:
 
 
 def _train_eval_finding(value: float, rel: float, layers) -> Finding:
-    # Not a leak by itself (a difference of behaviour), but worth knowing (DOMAIN.md 2.1).
+    # Not a leak by itself (a difference of behaviour), but worth knowing (docs/DOMAIN.md 2.1).
     differs = rel > REL_TOL
     nbn = _bn_count(layers, "train") - _bn_count(layers, "eval")
     if not differs:

@@ -1,4 +1,4 @@
-"""Guardrail against BatchNorm's pitfalls (DOMAIN.md section 2) in training.
+"""Guardrail against BatchNorm's pitfalls (docs/DOMAIN.md section 2) in training.
 
 `bn_pitfall_warning(model, cfg)`: the trainer prints it at start when an online task combines
 BatchNorm in train mode with batches of consecutive frames of one video. (Train-mode "cheat"

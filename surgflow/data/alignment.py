@@ -1,5 +1,5 @@
 """Label alignment: which annotation row labels each prepared frame, and what to do when decoded
-frame counts and annotation rows differ (DOMAIN.md section 4: detect, report, align explicitly)."""
+frame counts and annotation rows differ (docs/DOMAIN.md section 4: detect, report, align explicitly)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Parse and validate annotation files of the supported layouts (DOMAIN.md section 4).
+"""Parse and validate annotation files of the supported layouts (docs/DOMAIN.md section 4).
 
 Every parser returns plain numpy arrays at the file's native rate and raises `SurgflowError` naming
 the file, the line and the fix when the file is missing, empty, has a wrong header, an unknown

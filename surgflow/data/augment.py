@@ -1,6 +1,6 @@
 """Clip-consistent augmentation on tensors, on whatever device the batch lives on.
 
-The paper's code augments every frame independently (DOMAIN.md section 3), which makes consecutive
+The paper's code augments every frame independently (docs/DOMAIN.md section 3), which makes consecutive
 frames jitter against each other. `ClipAugment` draws ONE set of random parameters per sequence and
 applies it to all T frames of that sequence, while the B sequences of a batch get different ones.
 Everything is vectorised over the batch: one `grid_sample` for all geometric transforms (shift,

@@ -1,6 +1,6 @@
 """Sequence samplers: turn a PreparedDataset into batches of consecutive frames with labels.
 
-Three ways to walk a dataset (DOMAIN.md section 3):
+Three ways to walk a dataset (docs/DOMAIN.md section 3):
 
 * `LanesSampler` (carry-hidden, the paper's default): B lanes, each streams whole videos in order in
   chunks of T frames. The model carries each lane's hidden state from one chunk to the next and

@@ -1,4 +1,4 @@
-"""Named dataset splits (DOMAIN.md section 4) and user split files.
+"""Named dataset splits (docs/DOMAIN.md section 4) and user split files.
 
 `resolve_split(name_or_path, available_videos) -> {"train": [...], "val": [...], "test": [...]}`.
 

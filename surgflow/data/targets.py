@@ -1,4 +1,4 @@
-"""Instrument-anticipation regression targets (Rivoir et al., MICCAI 2020; DOMAIN.md section 5)."""
+"""Instrument-anticipation regression targets (Rivoir et al., MICCAI 2020; docs/DOMAIN.md section 5)."""
 from __future__ import annotations
 
 import numpy as np

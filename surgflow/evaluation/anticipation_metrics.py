@@ -1,4 +1,4 @@
-"""Instrument-anticipation errors (Rivoir et al., MICCAI 2020; DOMAIN.md section 5), in minutes.
+"""Instrument-anticipation errors (Rivoir et al., MICCAI 2020; docs/DOMAIN.md section 5), in minutes.
 
 y = true remaining time until the instrument's next use, clipped at the horizon h (0 while it is
 present); yhat = predicted remaining time. Frames with the instrument present (y = 0) are excluded

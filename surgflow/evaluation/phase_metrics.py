@@ -1,4 +1,4 @@
-"""Phase-recognition metrics over integer label arrays (DOMAIN.md section 6).
+"""Phase-recognition metrics over integer label arrays (docs/DOMAIN.md section 6).
 
 All functions take 0-based phase ids (int arrays of equal length) and return fractions in [0, 1];
 the scoring drivers (score.py) convert to percent. Frames whose ground truth is negative

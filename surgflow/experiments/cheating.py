@@ -1,6 +1,6 @@
 """`surgflow experiment cheating`: the BN-pitfalls paper's "cheating" effect on synthetic data.
 
-Setup (DOMAIN.md section 2.3): instrument anticipation, trained end to end with carried LSTM state
+Setup (docs/DOMAIN.md section 2.3): instrument anticipation, trained end to end with carried LSTM state
 (strategy carry_hidden: each batch holds T consecutive frames of ONE video, the condition under
 which BatchNorm's batch statistics leak the future) with the same small backbone in 3 variants:
 

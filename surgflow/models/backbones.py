@@ -1,6 +1,6 @@
 """Backbones: any timm model by name -> one feature vector per frame, with an explicit norm mode.
 
-Norm modes (DOMAIN.md section 2: BatchNorm in train mode couples the frames of a batch):
+Norm modes (docs/DOMAIN.md section 2: BatchNorm in train mode couples the frames of a batch):
   native     the model as timm builds it (BatchNorm uses batch statistics in train mode)
   frozen_bn  every BatchNorm always normalises with its running statistics (even after
              model.train()); its affine weight and bias still train
