@@ -54,7 +54,9 @@ class TinyModel(nn.Module):
         self.out = nn.Linear(3, P + K + I)
         self.P, self.K, self.I, self.h = P, K, I, horizon
 
-    def features(self, frames):  # [B, T, 3, H, W] -> [B, T, 3]
+    def features(self, frames):  # [B, T, 3, H, W] uint8 or [0, 1] floats -> [B, T, 3]
+        if frames.dtype == torch.uint8:  # the model contract: features() takes uint8 frames too
+            frames = frames.float() / 255.0
         f = frames.mean(dim=(3, 4))
         B, T, _ = f.shape
         return self.bn(f.reshape(B * T, 3)).reshape(B, T, 3)

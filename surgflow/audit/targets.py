@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 
-def load_target(target: str, overrides: list[str], which: str = "best"):
-    """(model, description) from a YAML config, a run directory or a checkpoint file."""
+def load_target(target: str, overrides: list[str], which: str = "best", with_config: bool = False):
+    """(model, description) from a YAML config, a run directory or a checkpoint file; with_config:
+    (model, description, cfg) where cfg is the config as audited (None for a checkpoint), for the
+    input-path audit."""
     from pathlib import Path
 
     from surgflow.io_utils import SurgflowError
@@ -37,7 +39,7 @@ def load_target(target: str, overrides: list[str], which: str = "best"):
                     "task.online: true; audited as built with task.online: false)")
         model = build_model(cfg, num_phases=7, num_tools=7,
                             num_instruments=len(cfg.task.instruments))
-        return model.eval(), f"config {path}{note}"
+        return (model.eval(), f"config {path}{note}") + ((cfg,) if with_config else ())
     if overrides:
         raise SurgflowError("--set applies to a YAML config only; a checkpoint is audited with "
                             "the config it was trained with")
@@ -52,7 +54,7 @@ def load_target(target: str, overrides: list[str], which: str = "best"):
             f"{path}: cannot rebuild a model from this checkpoint ({type(e).__name__}: {e}); pass "
             "a run directory or checkpoint written by `surgflow train`, or the YAML config the "
             "model was trained with (the audit works with random weights)") from e
-    return model, f"checkpoint {path}"
+    return (model, f"checkpoint {path}") + ((None,) if with_config else ())
 
 
 def audit(target: Any, input_shape: Optional[Sequence[int]] = None,

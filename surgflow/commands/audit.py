@@ -1,5 +1,7 @@
 """`surgflow audit CONFIG_OR_RUN`: test a model for BatchNorm leakage of future or
-cross-sample information (inventory, causality, batch coupling, train/eval discrepancy)."""
+cross-sample information (inventory, causality, batch coupling, train/eval discrepancy); for a
+YAML config also the training input path (sampler, padding, augmentation, precision) on the
+config's dataset (surgflow/training/input_audit.py)."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_checkpoint(p)
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random test input")
+    p.add_argument("--input-draws", type=int, default=8, metavar="N",
+                   help="augmentation draws per input-path test (a YAML config in train mode)")
+
+
+def _input_path_findings(cfg, args) -> list:
+    """The training input path on the config's dataset; a NOTE (not a leak) when it cannot run."""
+    from surgflow.audit.audit import Finding
+    from surgflow.io_utils import SurgflowError
+    from surgflow.training.input_audit import audit_input_path
+
+    if args.input_draws < 1:
+        raise SurgflowError("--input-draws must be >= 1")
+    try:
+        return audit_input_path(cfg, draws=args.input_draws, seed=args.seed)
+    except SurgflowError as e:
+        return [Finding("input_path", "train", float("nan"), float("nan"), False,
+                        f"input path NOT audited: {e}", fix="give the config a prepared dataset "
+                        "(--set data.root=DIR) to audit sampler, padding and augmentation")]
 
 
 def run(args) -> int:
@@ -36,7 +56,7 @@ def run(args) -> int:
 
     if args.batch < 2 or args.frames < 2:
         raise SurgflowError("--batch and --frames must be >= 2 (batch coupling and causality tests)")
-    model, source = load_target(args.target, args.overrides, args.checkpoint)
+    model, source, cfg = load_target(args.target, args.overrides, args.checkpoint, with_config=True)
     model = model.to(resolve_device(args.device))
     shape = default_input_shape(model, args.batch, args.frames)
     if args.size is not None:
@@ -44,6 +64,8 @@ def run(args) -> int:
         shape = (args.batch, args.frames, 3, *args.size)
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     report = audit_model(model, input_shape=shape, modes=modes, seed=args.seed)
+    if cfg is not None and "train" in modes:
+        report.findings += _input_path_findings(cfg, args)
     print(f"source: {source}")
     print(report.format())
     if args.json:

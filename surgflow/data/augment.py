@@ -187,3 +187,9 @@ class ClipAugment:
         if x is frames:
             x = frames.clone()  # never hand back the caller's tensor
         return x.clamp_(0, 1)
+
+
+def build_augment(cfg) -> Optional[ClipAugment]:
+    """The training augmentation of a config (None when data.augment is off); `surgflow train` and
+    the input-path audit both build it here."""
+    return ClipAugment() if cfg.data.augment else None

@@ -44,52 +44,30 @@ def _bn_batch_stats(model, enabled: bool):
                 getattr(m, k).copy_(v)
 
 
-def _collect(decoded: dict, valid) -> dict:
-    keep = valid[0].cpu().numpy()
-    return {k: v[0].detach().float().cpu().numpy()[keep] for k, v in decoded.items()}
-
-
 def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta, chunk: int = 64,
                     device="cpu", cheat: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """Run `model` over whole videos of `dataset` in order, state carried across chunks.
+    """Run `model` over whole videos of `dataset` in order (models/video_loop.py: state carried
+    across chunks, an offline head sees the whole video in one temporal call).
 
     Returns {video: {"phase_prob": [N, P], "phase": int64 [N] (argmax), "tools_prob": [N, K],
     "anticipation_min": [N, I] (only the model's tasks), "gt_phase": int64 [N],
     "gt_tools": [N, K] (when the dataset has tool labels), "gt_anticipation": [N, I]}}.
-    A causal model sees frames <= t only. A non-causal (offline) head gets the features of the
-    whole video in one temporal call. `cheat`: BatchNorm in train mode (NON-CAUSAL).
-    meta: RunMeta (or a checkpoint meta dict)."""
+    `cheat`: BatchNorm in train mode (NON-CAUSAL). meta: RunMeta (or a checkpoint meta dict)."""
     import torch
 
-    from surgflow.data.samplers import iter_video_chunks
+    from surgflow.models.video_loop import run_video
 
     videos = list(dataset.videos if videos is None else videos)
     meta = RunMeta.coerce(meta, model)
     horizon, instruments = meta.horizon, meta.instruments
-    causal = bool(getattr(model, "is_causal", True))
     was_training = model.training
     model.eval()
     out: dict[str, dict[str, np.ndarray]] = {}
     try:
         with torch.no_grad(), _bn_batch_stats(model, cheat):
             for v in progress(videos, desc="eval", unit="video"):
-                parts: list[dict] = []
-                feats, state = [], None
-                for batch in iter_video_chunks(dataset, v, chunk, horizon, instruments):
-                    frames = batch.frames.to(device).float().div_(255.0)  # [1, T, 3, H, W]
-                    new_video = batch.new_video.to(device)
-                    if causal:
-                        outputs, state = model(frames, state, new_video)
-                        parts.append(_collect(model.decode(outputs), batch.valid))
-                    else:
-                        f = model.features(frames)  # [1, T, D]
-                        feats.append(f[:, batch.valid[0].to(device)])
-                if not causal and feats:
-                    outputs, _ = model.temporal(torch.cat(feats, 1), None,
-                                                torch.ones(1, dtype=torch.bool, device=device))
-                    parts.append({k: t[0].float().cpu().numpy() for k, t in
-                                  model.decode(outputs).items()})
-                rec = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+                run = run_video(model, dataset, v, chunk, horizon, instruments, device)
+                rec = {k: t[0].float().cpu().numpy() for k, t in model.decode(run.outputs).items()}
                 if "phase_prob" in rec:
                     rec["phase"] = rec["phase_prob"].argmax(-1).astype(np.int64)
                 rec["gt_phase"] = np.asarray(dataset.phase(v), dtype=np.int64)
@@ -196,7 +174,9 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     if not ds.videos:
         raise SurgflowError(f"split '{meta.split}' has no '{split}' videos in "
                             f"{root}; choose another --split (val or test)")
-    chunk = int(chunk if chunk is not None else (getattr(getattr(cfg, "train", None), "seq_len", 64) or 64))
+    from surgflow.models.video_loop import default_chunk
+
+    chunk = int(chunk if chunk is not None else default_chunk(cfg))  # validation uses the same
     tag = f"{split}_NONCAUSAL" if cheat else split
     if out is None:
         base = Path(run_dir)

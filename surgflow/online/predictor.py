@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from surgflow.io_utils import SurgflowError
+from surgflow.models.video_loop import ChunkStepper
 from surgflow.runs import RunMeta
 
 FRAME_HELP = ("pass one RGB frame: a numpy array uint8 [H, W, 3] (values 0-255) or float [H, W, 3] "
@@ -144,22 +145,30 @@ class OnlinePredictor:
 
     def reset(self) -> None:
         """Forget the past: the next frame starts a new video."""
-        self.state = self.model.init_state(1, self.device)
-        self.frame_index = 0
+        self.stepper = ChunkStepper(self.model, self.device)  # the loop `surgflow eval` runs
+
+    @property
+    def state(self) -> tuple:
+        """Carried temporal state (LSTM (h, c), TCN ring buffers); zeros before the first frame."""
+        if self.stepper.state is None:
+            return self.model.init_state(1, self.device)
+        return self.stepper.state
+
+    @property
+    def frame_index(self) -> int:
+        return self.stepper.frames_seen
 
     def preprocess(self, frame: Any) -> torch.Tensor:
-        """Raw RGB frame -> float [1, 1, 3, H, W] in [0, 1] on the model's device."""
+        """Raw RGB frame -> uint8 [1, 1, 3, H, W] on the model's device (the model converts it to
+        [0, 1] floats itself, as in `surgflow eval`)."""
         arr = resize_rgb(to_hwc_uint8(frame), self.size)  # uint8 [H, W, 3]
-        x = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)  # [3, H, W]
-        return (x.float() / 255.0)[None, None]  # [1, 1, 3, H, W]
+        return torch.from_numpy(arr).to(self.device).permute(2, 0, 1)[None, None]  # [1, 1, 3, H, W]
 
     @torch.no_grad()
     def step_tensor(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One preprocessed frame float [1, 1, 3, H, W] -> decoded tensors for it (phase_prob [P], ...)."""
-        new_video = torch.tensor([self.frame_index == 0], device=self.device)
-        outputs, self.state = self.model(x, self.state, new_video)
-        decoded = self.model.decode(outputs)
-        self.frame_index += 1
+        """One preprocessed frame [1, 1, 3, H, W] (uint8, or float in [0, 1]) -> decoded tensors
+        for it (phase_prob [P], ...)."""
+        decoded = self.model.decode(self.stepper.step(x))
         return {k: v[0, -1] for k, v in decoded.items()}  # [B=1, T=1, ...] -> [...]
 
     def step(self, frame: Any) -> dict[str, Any]:

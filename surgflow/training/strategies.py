@@ -109,6 +109,14 @@ class Strategy:
             x = self.ctx.augment(x, generator=self.ctx.generator)
         return x
 
+    def forward(self, batch, state=None):
+        """The training forward of a (trimmed, on-device) batch: input path (uint8 -> float,
+        augmentation) + model under the run's precision -> (outputs, state). The input-path audit
+        measures leaks through exactly this."""
+        x = self.inputs(batch)
+        with self.rt.autocast():
+            return self.fwd(x, state=state, new_video=batch.new_video, valid=batch.valid)
+
     def train_step(self, batch) -> StepResult:
         raise NotImplementedError
 
@@ -155,10 +163,7 @@ class CarryHidden(Strategy):
 
     def train_step(self, batch) -> StepResult:
         batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
-        x = self.inputs(batch)
-        with self.rt.autocast():
-            outputs, state = self.fwd(x, state=self.state, new_video=batch.new_video,
-                                      valid=batch.valid)
+        outputs, state = self.forward(batch, self.state)
         loss, logs = self.model.loss(outputs, batch, self.cfg)
         self.backward(loss)
         self.state = self.model.detach_state(state)  # truncated BPTT: carry values, not graphs
@@ -183,10 +188,7 @@ class Clips(Strategy):
 
     def train_step(self, batch) -> StepResult:
         batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
-        x = self.inputs(batch)
-        with self.rt.autocast():
-            outputs, _ = self.fwd(x, state=None, new_video=batch.new_video,
-                                  valid=batch.valid)  # fresh state
+        outputs, _ = self.forward(batch, None)  # fresh state
         loss, logs = self.model.loss(outputs, batch, self.cfg)
         self.backward(loss)
         return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
@@ -323,34 +325,20 @@ class TwoStage(Strategy):
 
     @torch.no_grad()
     def _extract_features(self) -> None:
-        """Features of every training video, once, in eval mode (no augmentation)."""
+        """Features of every training video, once, by the eval protocol (models/video_loop.py:
+        eval mode, fp32, no augmentation): the features the temporal head will see at test time."""
         if self.features_cache:
             return
-        from surgflow.data.samplers import iter_video_chunks
         from surgflow.io_utils import progress
+        from surgflow.models.video_loop import run_video
 
         was = self.model.training
         self.model.eval()
-        ds = self.ctx.train_ds
         chunk = max(self.frames_per_step, 16)
         for v in progress(self.videos, desc="two_stage: extracting features", leave=False):
-            feats, labels = [], []
-            for b in iter_video_chunks(ds, v, chunk, self.cfg.task.horizon, self.ctx.instruments):
-                with self.rt.autocast():
-                    f = self.model.features(self.rt.frames_to_input(b.frames))  # [1, n, D]
-                feats.append(f.float().cpu())
-                labels.append(b)
-            feats_t = torch.cat(feats, 1)
-            lab = labels[0]
-            from dataclasses import replace
-
-            whole = replace(lab, frames=torch.zeros(1, feats_t.shape[1], 0, 0, 0, dtype=torch.uint8),
-                            phase=torch.cat([b.phase for b in labels], 1),
-                            tools=torch.cat([b.tools for b in labels], 1),
-                            anticipation=torch.cat([b.anticipation for b in labels], 1),
-                            valid=torch.cat([b.valid for b in labels], 1),
-                            new_video=torch.ones(1, dtype=torch.bool))
-            self.features_cache[v] = (feats_t, whole)
+            run = run_video(self.model, self.ctx.train_ds, v, chunk, self.cfg.task.horizon,
+                            self.ctx.instruments, self.rt.device, features_only=True)
+            self.features_cache[v] = (run.features.float().cpu(), run.labels)  # [1, N, D]
         self.model.train(was)
 
     def _feature_batch(self, video: str) -> FeatureBatch:

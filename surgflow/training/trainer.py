@@ -114,11 +114,9 @@ class Trainer:
         self._setup_model()
 
         # strategy, augmentation, optimiser
-        augment = None
-        if cfg.data.augment:
-            from surgflow.data.augment import ClipAugment
+        from surgflow.data.augment import build_augment
 
-            augment = ClipAugment()
+        augment = build_augment(cfg)
         self.generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + 17 + rt.rank)
         self.ctx = TrainContext(cfg=cfg, rt=rt, model=self.model, train_ds=self.train_ds,
                                 instruments=self.instruments, augment=augment,

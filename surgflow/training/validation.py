@@ -31,43 +31,32 @@ def validation_metrics(tasks) -> list[str]:
 @torch.no_grad()
 def _validate_videos(model, ds, videos, cfg, rt, instruments: list[str]) -> dict:
     """{video: {loss_sum, n, correct, labelled, phase: (gt, pred) or None, antic: (gt, pred) or None}}
-    for `videos`, in eval mode, state carried across chunks (as at test time)."""
-    from surgflow.data.samplers import iter_video_chunks
+    for `videos`, by the eval protocol (models/video_loop.py, as `surgflow eval`): eval mode, fp32,
+    state carried across chunks, an offline head sees the whole video at once."""
+    from surgflow.models.video_loop import default_chunk, run_video
 
-    # causal heads carry their state, so the chunk length only bounds memory (no graph here)
-    chunk = min(max(64, cfg.train.seq_len), 256)
     tasks = cfg.task.tasks
     results = {}
     quiet = {} if rt.is_main else {"disable": True}
     for video in progress(videos, desc="validation", unit="video", leave=False, **quiet):
-        state = None
+        run = run_video(model, ds, video, default_chunk(cfg), cfg.task.horizon, instruments,
+                        rt.device)
+        labels, outputs = run.labels.to(rt.device), run.outputs
+        loss, _ = model.loss(outputs, labels, cfg)
+        n = int(labels.valid.sum())
         correct = labelled = 0
-        loss_sum, n_sum = 0.0, 0
-        y_true, y_pred, p_true, p_pred = [], [], [], []
-        for batch in iter_video_chunks(ds, video, chunk, cfg.task.horizon, instruments):
-            batch = batch.to(rt.device)
-            with rt.autocast():
-                outputs, state = model(rt.frames_to_input(batch.frames), state, batch.new_video)
-            loss, _ = model.loss(outputs, batch, cfg)
-            n = int(batch.valid.sum())
-            loss_sum += float(loss) * n
-            n_sum += n
-            if "phase" in tasks:
-                pred = outputs["phase"].argmax(-1)  # [1, T]
-                mask = batch.valid & (batch.phase >= 0)
-                correct += int((pred == batch.phase)[mask].sum())
-                labelled += int(mask.sum())
-                keep = batch.valid[0]
-                p_true.append(batch.phase[0][keep].cpu())  # -1 = unlabelled
-                p_pred.append(pred[0][keep].cpu())
-            if "anticipation" in tasks:
-                y_pred.append(model.decode(outputs)["anticipation_min"][0].float().cpu())
-                y_true.append(batch.anticipation[0].cpu())
-        results[video] = {
-            "loss_sum": loss_sum, "n": n_sum, "correct": correct, "labelled": labelled,
-            "phase": (torch.cat(p_true).numpy(), torch.cat(p_pred).numpy()) if p_true else None,
-            "antic": (torch.cat(y_true).numpy(), torch.cat(y_pred).numpy()) if y_true else None,
-        }
+        phase = antic = None
+        if "phase" in tasks:
+            pred = outputs["phase"].argmax(-1)  # [1, N]
+            mask = labels.valid & (labels.phase >= 0)
+            correct, labelled = int(((pred == labels.phase) & mask).sum()), int(mask.sum())
+            keep = labels.valid[0]
+            phase = (labels.phase[0][keep].cpu().numpy(), pred[0][keep].cpu().numpy())  # -1 = unlabelled
+        if "anticipation" in tasks:
+            antic = (labels.anticipation[0].cpu().numpy(),
+                     model.decode(outputs)["anticipation_min"][0].float().cpu().numpy())
+        results[video] = {"loss_sum": float(loss) * n, "n": n, "correct": correct,
+                          "labelled": labelled, "phase": phase, "antic": antic}
     return results
 
 
