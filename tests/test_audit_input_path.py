@@ -61,3 +61,21 @@ def test_cli_reports_the_input_path(tiny_root, tmp_path, capsys):
     missing.write_text("data: {root: /nonexistent}\nmodel: {backbone: test_resnet, norm: gn}\n")
     assert main(["audit", str(missing), "--strict"]) == 0
     assert "input path NOT audited" in capsys.readouterr().out
+
+
+def test_cli_data_root_overrides_the_configs_dataset(tiny_root, tmp_path, capsys):
+    from surgflow.cli import main
+
+    moved = tmp_path / "m.yaml"  # data.root points where the data no longer is
+    moved.write_text("data: {root: /nonexistent, split: auto}\nmodel: {backbone: test_resnet, "
+                     "norm: gn, hidden: 16}\ntrain: {seq_len: 6, batch_size: 2, device: cpu}\n")
+    assert main(["audit", str(moved), "--mode", "train", "--input-draws", "1",
+                 "--data-root", str(tiny_root)]) == 0
+    out = capsys.readouterr().out
+    assert "input_future" in out and "input_padding" in out and "NOT audited" not in out
+    assert main(["audit", str(moved), "--data-root", str(tmp_path)]) == 2  # no manifest.json
+    assert "no manifest.json" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["audit", str(run), "--data-root", str(tiny_root)]) == 2
+    assert "config.yaml" in capsys.readouterr().err

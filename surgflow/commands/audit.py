@@ -21,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for a YAML config, e.g. --set model.norm=frozen_bn")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="prepared dataset for the input-path audit (sampler, padding, "
+                        "augmentation) instead of the config's or run's data.root, e.g. after "
+                        "the data moved")
     p.add_argument("--size", type=size_type(), default=None, metavar="WxH",
                    help="frame size WIDTHxHEIGHT of the random test input (default: the model's "
                         "size scaled down to a 64-pixel short side)")
@@ -50,13 +54,26 @@ def _input_path_findings(cfg, args) -> list:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from surgflow.audit.audit import audit_model, default_input_shape
     from surgflow.audit.targets import load_target
     from surgflow.io_utils import SurgflowError, atomic_write_json
 
     if args.batch < 2 or args.frames < 2:
         raise SurgflowError("--batch and --frames must be >= 2 (batch coupling and causality tests)")
-    model, source, cfg = load_target(args.target, args.overrides, args.checkpoint, with_config=True)
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        if Path(args.target).is_dir() or Path(args.target).suffix == ".pt":
+            raise SurgflowError(f"--data-root: the input-path audit builds the training path from a "
+                                f"config; pass the run's config with it: surgflow audit "
+                                f"{Path(args.target) / 'config.yaml' if Path(args.target).is_dir() else 'RUN/config.yaml'} "
+                                f"--data-root {args.data_root}")
+        if not (Path(args.data_root) / "manifest.json").is_file():
+            raise SurgflowError(f"--data-root {args.data_root}: no manifest.json there; pass the "
+                                "folder surgflow prepare wrote")
+        overrides.append(f"data.root={Path(args.data_root).resolve()}")
+    model, source, cfg = load_target(args.target, overrides, args.checkpoint, with_config=True)
     model = model.to(resolve_device(args.device))
     shape = default_input_shape(model, args.batch, args.frames)
     if args.size is not None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
+from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text, heartbeat
 
 DEMO_MARKER = ".surgflow-demo"
 
@@ -240,7 +240,8 @@ def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int =
     for key in MODELS:
         run_dir = next(r["run_dir"] for r in results if r["key"] == key)
         model, _, _ = load_model(run_dir, which="best", device="cpu")
-        audits[key] = audit_model(model)
+        with heartbeat(f"audit {key}"):
+            audits[key] = audit_model(model)
         atomic_write_json(out / "audit" / f"{key}.json", audits[key].to_dict())
     lap("audit")
 
