@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from surgflow.io_utils import atomic_write_text
+from surgflow.training.checkpoint import flatten
 
 RIBBON_VIDEOS = 4  # validation videos shown as phase ribbons in TensorBoard
 
@@ -101,7 +102,7 @@ class MetricsLogger:
 
         self.tb.add_text("config", "\n".join("    " + line for line in yaml_text.splitlines()))
         flat = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
-                for k, v in _flatten(cfg_dict).items()}
+                for k, v in flatten(cfg_dict).items()}
         for summary in hparams(flat, {m: float("nan") for m in metrics}):
             self.tb.file_writer.add_summary(summary)
 
@@ -122,16 +123,6 @@ class MetricsLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def ribbon_image(gt: np.ndarray, pred: np.ndarray, num_phases: int, row: int = 12) -> np.ndarray:
