@@ -30,13 +30,6 @@ from surgflow.io_utils import SurgflowError, atomic_write_json, progress
 from surgflow.outputs import FolderLock, check_writable_dir
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'384x216' (W x H, like the paper) -> (H, W); the shared parser with prepare's limits."""
-    from surgflow.cli_args import parse_size as shared
-
-    return shared(text, even=True, minimum=8)
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:  # inside the temporary folder; fsync before the folder rename
         np.save(f, arr)
