@@ -7,8 +7,8 @@ Both are timed alternately in one process (the machine's load hits both alike); 
 surgflow/bare is the overhead figure (target >= 0.85). No dataset and no network needed: frames are
 random tensors served through an in-memory dataset with the prepared-dataset interface.
 
-    python benchmarks/bench_train_step.py                       # CPU, 64x112, convnext_atto
-    python benchmarks/bench_train_step.py --device cuda --size 216x384 --backbone convnext_tiny \
+    python benchmarks/bench_train_step.py                       # CPU, 112x64 (WxH), convnext_atto
+    python benchmarks/bench_train_step.py --device cuda --size 384x216 --backbone convnext_tiny \
         --seq-len 64 --precision bf16 --channels-last
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from surgflow.cli_args import size_type  # noqa: E402
 from surgflow.labels import CHOLEC80_PHASES, CHOLEC80_TOOLS  # noqa: E402
 
 
@@ -66,8 +67,10 @@ class MemoryDataset:
 
 def make_setup(backbone: str, size, seq_len: int, batch: int, device: str, precision: str = "fp32",
                channels_last: bool = False, compile: bool = False, strategy: str = "carry_hidden",
-               micro_batch: int = 16, video_frames: int | None = None, hidden: int = 512):
-    """(cfg, runtime, model, strategy, optimizer) on synthetic in-memory videos."""
+               micro_batch: int = 16, video_frames: int | None = None, hidden: int = 512,
+               dataset=None, augment: bool = False):
+    """(cfg, runtime, model, strategy, optimizer) on synthetic in-memory videos, or on `dataset`
+    (a PreparedDataset: the store -> sampler path) with the training augmentation if `augment`."""
     from surgflow.config import load_config
     from surgflow.models.model import build_model
     from surgflow.training.runtime import (Runtime, make_optimizer, param_groups, select_device,
@@ -83,10 +86,16 @@ def make_setup(backbone: str, size, seq_len: int, batch: int, device: str, preci
         "train.wd_exclude_norm_bias=true"])
     seed_everything(0)
     rt = Runtime(device=select_device(device), precision=precision, compile=compile)
-    ds = MemoryDataset(videos=max(batch, 1), frames=video_frames or seq_len * 2, size=size)
+    ds = dataset or MemoryDataset(videos=max(batch, 1), frames=video_frames or seq_len * 2, size=size)
     model = rt.prepare_model(build_model(cfg, 7, 7, 0, phase_counts=ds.phase_counts(), size=size))
     model.train()
-    ctx = TrainContext(cfg=cfg, rt=rt, model=model, train_ds=ds, instruments=[], log=lambda m: None)
+    aug = None
+    if augment:
+        from surgflow.data.augment import ClipAugment
+
+        aug = ClipAugment()  # what build_augment gives with data.augment: true
+    ctx = TrainContext(cfg=cfg, rt=rt, model=model, train_ds=ds, instruments=[], augment=aug,
+                       generator=torch.Generator().manual_seed(17), log=lambda m: None)
     strat = build_strategy(ctx)
     opt = make_optimizer(param_groups(model, cfg.train), cfg.train)  # as the trainer: wd groups
     return cfg, rt, model, strat, opt
@@ -113,7 +122,8 @@ def sync(device) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--size", default="64x112", help="H x W")
+    p.add_argument("--size", default=(64, 112), type=size_type(),
+                   help="WIDTHxHEIGHT, as every surgflow command (default 112x64)")
     p.add_argument("--backbone", default="convnext_atto")
     p.add_argument("--seq-len", type=int, default=16)
     p.add_argument("--batch", type=int, default=1)
@@ -125,7 +135,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    H, W = (int(v) for v in args.size.lower().split("x"))
+    H, W = args.size  # (H, W) inside the code
     import timm
 
     cfg, rt, model, strat, opt = make_setup(args.backbone, (H, W), args.seq_len, args.batch,
@@ -170,7 +180,7 @@ def main(argv=None) -> None:
         t_ours.append(time.perf_counter() - t0)
     fps_bare = frames_per_step * args.steps / statistics.median(t_bare)
     fps_ours = frames_per_step * args.steps / statistics.median(t_ours)
-    print(f"# train step vs bare backbone fwd+bwd: {args.backbone} {H}x{W}, B={args.batch} "
+    print(f"# train step vs bare backbone fwd+bwd: {args.backbone} {W}x{H} (WxH), B={args.batch} "
           f"T={args.seq_len}, {args.precision}{', channels_last' if args.channels_last else ''}, "
           f"device {rt.device}, torch threads {torch.get_num_threads()}")
     print("| loop | frames/s |")

@@ -5,12 +5,14 @@ Rows: frames/s and peak memory (torch.cuda.max_memory_allocated) of
   - surgflow: bf16 autocast + channels_last (+ torch.compile with --compile), 1 x 64 and B x 64;
   - full_context: bf16 + channels_last, T=64 and T=1024 (micro-batch 64): exact long-sequence
     backprop, memory bounded by the micro-batch;
+  - the data path: a small synthesized, prepared dataset read live through the sampler, with and
+    without the clip augmentation on the device;
 then the longest T that fits per strategy (doubling, then bisection to --granularity, each search
-under --search-cap seconds). Synthetic random frames, pretrained=False: no network, no dataset.
+under --search-cap seconds). Random frames elsewhere, pretrained=False: no network, no dataset.
 Prints markdown tables; the whole run respects --budget seconds (what is left out is marked).
 
     bash benchmarks/gpu_suite.sh            # on the GPU machine
-    python benchmarks/gpu_suite.py --device cpu --backbone test_convnext --size 64x112 \
+    python benchmarks/gpu_suite.py --device cpu --backbone test_convnext --size 112x64 \
         --max-t 256 --budget 120            # CPU smoke test of the script itself
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import make_setup, surgflow_step, sync  # noqa: E402
+
+from surgflow.cli_args import size_type  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -67,6 +71,63 @@ def run_config(args, size, strategy, seq_len, batch, precision, channels_last, c
             times.append(time.perf_counter() - t0)
         dt = statistics.median(times)
         frames = batch * seq_len
+        peak = torch.cuda.max_memory_allocated() / 2**30 if rt.device.type == "cuda" else float("nan")
+        return frames / dt, peak, dt / frames
+    finally:
+        del setup, cfg, rt, model, strat, opt
+        cleanup()
+
+
+def make_prepared(size, videos: int, seconds: float) -> Path:
+    """A small prepared dataset (synthetic h264 video -> `prepare` at 1 fps and `size`) in a temp dir."""
+    import tempfile
+
+    from surgflow.data.prepare import prepare_dataset
+    from surgflow.data.synth import synthesize
+
+    work = Path(tempfile.mkdtemp(prefix="surgflow_gpu_suite_"))
+    H, W = size
+    synthesize(work / "raw", videos=videos, seed=0, width=W, height=H, min_seconds=seconds,
+               max_seconds=seconds)
+    prepare_dataset("cholec80", work / "raw", work / "prepared", fps=1.0, size=size,
+                    workers=min(videos, 4))
+    return work / "prepared"
+
+
+def run_data_path(args, root: Path, size, augment: bool, steps: int):
+    """-> (frames/s, peak GiB, seconds per frame) of train steps fed live from a prepared dataset:
+    store read -> sampler -> pinned host->device copy -> uint8->float (+ augmentation on the
+    device) -> the bf16 + channels_last carry_hidden 1x64 step. Batches are drawn inside the timed
+    loop, not listed before it."""
+    from surgflow.data.store import PreparedDataset
+
+    ds = PreparedDataset(root)
+    setup = make_setup(args.backbone, size, 64, 1, args.device, "bf16", True, False, "carry_hidden",
+                       dataset=ds, augment=augment)
+    cfg, rt, model, strat, opt = setup
+    try:
+        epoch, it = 0, iter(strat.batches(0, 0))
+
+        def next_batch():
+            nonlocal epoch, it
+            try:
+                return next(it)
+            except StopIteration:
+                epoch += 1
+                it = iter(strat.batches(epoch, 0))
+                return next(it)
+
+        surgflow_step(rt, model, strat, opt, next_batch())  # warm-up
+        sync(args.device)
+        if rt.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0, frames = time.perf_counter(), 0
+        for _ in range(steps):
+            batch = next_batch()
+            frames += int(batch.valid.sum())
+            surgflow_step(rt, model, strat, opt, batch)
+        sync(args.device)
+        dt = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated() / 2**30 if rt.device.type == "cuda" else float("nan")
         return frames / dt, peak, dt / frames
     finally:
@@ -120,7 +181,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--backbone", default="convnext_tiny")
-    p.add_argument("--size", default="216x384", help="H x W (the paper's 384x216 frames)")
+    p.add_argument("--size", default=(216, 384), type=size_type(),
+                   help="WIDTHxHEIGHT, as every surgflow command (default: the paper's 384x216)")
     p.add_argument("--big-batch", type=int, default=4, help="B of the larger-batch surgflow row")
     p.add_argument("--long-t", type=int, default=1024, help="T of the long full_context row")
     p.add_argument("--steps", type=int, default=5)
@@ -130,9 +192,11 @@ def main(argv=None) -> None:
     p.add_argument("--granularity", type=int, default=64)
     p.add_argument("--search-cap", type=float, default=75.0, help="seconds per longest-T search")
     p.add_argument("--budget", type=float, default=420.0, help="seconds for the whole suite")
+    p.add_argument("--data-videos", type=int, default=4, help="videos of the data-path rows (0: skip)")
+    p.add_argument("--data-seconds", type=float, default=240.0, help="length of each of those videos")
     args = p.parse_args(argv)
-    H, W = (int(v) for v in args.size.lower().split("x"))
-    size = (H, W)
+    size = args.size  # (H, W) inside the code
+    H, W = size
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     if dev.type == "cuda":
@@ -172,6 +236,20 @@ def main(argv=None) -> None:
         base = base or fps
         results[(strategy, T, B, prec)] = (fps, peak, spf)
         print(f"| {label} | {fps:.1f} | {fps / base:.2f}x | {peak:.2f} | {spf * 1e3:.2f} |", flush=True)
+    if args.data_videos > 0 and elapsed() < args.budget * 0.5:
+        try:
+            root = make_prepared(size, args.data_videos, args.data_seconds)
+            for label, aug in (("data path: prepared store -> sampler -> device, bf16 + channels_last 1x64", False),
+                               ("data path: ... + clip augmentation on the device", True)):
+                fps, peak, spf = run_data_path(args, root, size, aug, args.steps * 2)
+                print(f"| {label} | {fps:.1f} | {fps / base:.2f}x | {peak:.2f} | {spf * 1e3:.2f} |"
+                      if base else f"| {label} | {fps:.1f} | | {peak:.2f} | {spf * 1e3:.2f} |", flush=True)
+        except Exception as e:
+            cleanup()
+            print(f"| data path | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |")
+        print(f"(data path rows: {args.data_videos} synthetic videos of {args.data_seconds:g} s prepared at "
+              f"1 fps, {W}x{H}; compare with the synthetic-tensor row 'surgflow: bf16 + channels_last, "
+              f"carry_hidden 1x64')")
     fc64, fcl = results.get(("full_context", 64, 1, "bf16")), results.get(("full_context", args.long_t, 1, "bf16"))
     if fc64 and fcl:
         print()

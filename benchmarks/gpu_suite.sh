@@ -11,5 +11,5 @@ PY=python
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # the Python side keeps its own budget (420 s); the hard limit leaves room for start-up
-timeout 470 "$PY" benchmarks/gpu_suite.py --device cuda --backbone convnext_tiny --size 216x384 \
+timeout 470 "$PY" benchmarks/gpu_suite.py --device cuda --backbone convnext_tiny --size 384x216 \
   --budget 420 "$@"

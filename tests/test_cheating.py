@@ -94,3 +94,27 @@ def test_pretrained_setup_starts_every_variant_from_the_imagenet_weights(tmp_pat
     assert cfg.model.pretrained == str(path) and cfg.model.norm == "frozen_bn"
     with pytest.raises(SurgflowError, match="not test_resnet"):
         _init_weights(tmp_path, CheatingSetup(pretrained="efficientnet_lite0"), 0, tmp_path, tmp_path)
+
+
+def test_cli_pretrained_flag_names_the_known_sources(tmp_path, capsys, monkeypatch):
+    """`--pretrained SOURCE` picks the backbone the weights belong to; an unknown name is refused
+    before anything is synthesized."""
+    import surgflow.experiments.cheating as cheating
+    from surgflow.cli import main
+
+    seen = {}
+
+    def fake_run(out, seeds, quick, setup, device):  # records what the command asked for
+        seen.update(setup=setup, quick=quick)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cheating, "run_cheating_experiment", fake_run)
+    with pytest.raises(SystemExit):
+        main(["experiment", "cheating", "--quick", "--pretrained", "efficientnet_lite0",
+              "--out", str(tmp_path / "a")])
+    assert seen["setup"].backbone == "tf_efficientnet_lite0"
+    assert seen["setup"].pretrained == "efficientnet_lite0" and seen["setup"].seq_len == 16
+    assert main(["experiment", "cheating", "--pretrained", "imagenet21k", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "imagenet21k" in err and "efficientnet_lite0" in err
+    assert not (tmp_path / "b").exists()

@@ -65,6 +65,33 @@ def test_predict_writes_score_readable_files_and_overlay(ckpt, synthetic_raw, tm
     assert rc == 0 and (tmp_path / "score.json").is_file()
 
 
+def test_predict_records_its_rate_and_keeps_one_rate_per_folder(ckpt, synthetic_raw, tmp_path, capsys):
+    """predict writes fps.json, so score reads the rate with no flag; a second rate in the same
+    folder is refused before anything is decoded or overwritten."""
+    import json
+
+    video = Path(synthetic_raw) / "videos" / "video01.mp4"
+    out = tmp_path / "pred"
+    assert main(["predict", str(ckpt), str(video), "--out", str(out), "--fps", "5"]) == 0
+    assert json.loads((out / "fps.json").read_text())["fps"] == 5.0
+    n = len(read_phase_pred(out / "video01-phase.txt", CHOLEC80_PHASES))
+    assert 150 <= n <= 205  # 30-40 s at 5 fps
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    name = "video01-phase.txt"
+    (gt / name).write_bytes((Path(synthetic_raw) / "phase_annotations" / name).read_bytes())
+    capsys.readouterr()
+    assert main(["score", "phase", "--gt", str(gt), "--pred", str(out), "--gt-fps", "25",
+                 "--truncate", "--json", str(tmp_path / "score.json")]) == 0
+    protocol = json.loads((tmp_path / "score.json").read_text())["protocol"]
+    assert protocol["fps"] == 5.0 and protocol["fps_source"] != "default", protocol
+    before = (out / "video01-phase.txt").read_bytes()
+    assert main(["predict", str(ckpt), str(video), "--out", str(out), "--fps", "1"]) != 0
+    err = capsys.readouterr().err
+    assert "fps.json" in err and "5 fps" in err and "--out" in err, err
+    assert (out / "video01-phase.txt").read_bytes() == before  # nothing overwritten
+
+
 def _remux_faststart(src, dst):
     """Copy the packets into an mp4 with the index first, so a truncated copy still opens."""
     import av

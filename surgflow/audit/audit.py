@@ -95,7 +95,7 @@ class AuditReport:
     def format(self) -> str:
         B, T, C, H, W = self.input_shape
         lines = [f"surgflow audit: {self.model}",
-                 f"input: {B} sequences x {T} frames x {C}x{H}x{W} random pixels; "
+                 f"input: {B} sequences x {T} frames of {W}x{H} (WxH) random pixels, {C} channels; "
                  f"causality test changes frames {self.t + 1}..{T - 1}, checks frames 0..{self.t}",
                  ""]
         counts = self.counts()

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (data, runs, cheating.md, cheating.json, loss_curves.png)")
     p.add_argument("--quick", action="store_true",
                    help="tiny data and training (a smoke test, about a minute); numbers mean little")
+    p.add_argument("--pretrained", default="", metavar="SOURCE",
+                   help="start every variant from offline ImageNet weights (e.g. efficientnet_lite0: "
+                        "backbone tf_efficientnet_lite0, frozen_bn keeps the ImageNet statistics)")
     add_device(p)
 
 
@@ -28,7 +31,21 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 5)
-    res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, device=resolve_device(args.device))
+    setup = None
+    if args.pretrained:
+        from dataclasses import replace
+
+        from surgflow.experiments.cheating import QUICK, CheatingSetup
+        from surgflow.io_utils import SurgflowError
+        from surgflow.models.offline_weights import SOURCES
+
+        if args.pretrained not in SOURCES:
+            raise SurgflowError(f"--pretrained: unknown offline weights '{args.pretrained}'; known: "
+                                f"{', '.join(SOURCES)}")
+        setup = replace(QUICK if args.quick else CheatingSetup(), pretrained=args.pretrained,
+                        backbone=SOURCES[args.pretrained].timm_name)
+    res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, setup=setup,
+                                  device=resolve_device(args.device))
     print(open(res["files"]["markdown"]).read())
     print(f"wrote {res['files']['markdown']}, {res['files']['json']}"
           + (f", {res['files']['plot']}" if res["files"]["plot"] else "")

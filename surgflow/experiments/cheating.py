@@ -93,7 +93,7 @@ def _prepare_data(out: Path, s: CheatingSetup) -> tuple[Path, Path, list[str], l
         _log(f"synthesizing {s.videos} videos ({s.min_seconds:g}-{s.max_seconds:g} s) into {raw}")
         synthesize(raw, videos=s.videos, seed=s.data_seed, width=s.raw_size[1], height=s.raw_size[0],
                    min_seconds=s.min_seconds, max_seconds=s.max_seconds)
-    _log(f"preparing at {s.fps:g} fps, {s.size[0]}x{s.size[1]} into {prepared}")
+    _log(f"preparing at {s.fps:g} fps, {s.size[1]}x{s.size[0]} (WxH) into {prepared}")
     res = prepare("cholec80", raw, prepared, fps=s.fps, size=tuple(s.size), workers=1)
     if res.failed:
         raise SurgflowError(f"preparing the synthetic data failed: {res.failed}")

@@ -158,7 +158,7 @@ def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wa
         "## Setup", "",
         f"- data: {s.videos} synthetic videos (`surgflow.data.synth`, seed {s.data_seed}), "
         f"{s.min_seconds:g}-{s.max_seconds:g} s each, prepared at {s.fps:g} fps, "
-        f"{s.size[0]}x{s.size[1]} pixels; train {', '.join(train)}; held-out test "
+        f"{s.size[1]}x{s.size[0]} pixels (WxH); train {', '.join(train)}; held-out test "
         f"{', '.join(test)}; no validation set (last checkpoint evaluated)",
         f"- task: anticipation of {', '.join(_instruments())}, horizon {s.horizon:g} min"
         + (f"; uses per video (onsets, mean over all {s.videos} videos): "

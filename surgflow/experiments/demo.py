@@ -34,6 +34,7 @@ class DemoSettings:
     epochs: int
     horizon: float  # minutes
     seeds: int
+    pretrained: str = ""  # a weights file for both models (e.g. offline_weights.timm_weights_file)
 
     @property
     def videos(self) -> int:
@@ -44,7 +45,7 @@ class DemoSettings:
 # replaced by GroupNorm (BN-free, like the paper's ResNet-50-GN). From-scratch ConvNeXts start too
 # slowly (layer-scale init 1e-6) for a CPU demo of minutes.
 FULL = DemoSettings(train_videos=8, val_videos=2, test_videos=6, min_seconds=50, max_seconds=80,
-                    size=(64, 112), backbone="test_resnet", seq_len=16, lanes=1, epochs=8,
+                    size=(64, 112), backbone="test_resnet", seq_len=16, lanes=1, epochs=20,
                     horizon=1.0, seeds=3)
 QUICK = DemoSettings(train_videos=3, val_videos=1, test_videos=2, min_seconds=24, max_seconds=30,
                      size=(36, 64), backbone="test_resnet", seq_len=16, lanes=1, epochs=2,
@@ -89,7 +90,8 @@ def _train_config(s: DemoSettings, root: Path, split: Path, norm: str, name: str
     return {
         "name": name,
         "data": {"root": str(root), "split": str(split), "augment": True},
-        "model": {"backbone": s.backbone, "norm": norm, "pretrained": False, "head": "lstm", "hidden": 64},
+        "model": {"backbone": s.backbone, "norm": norm, "pretrained": s.pretrained or False,
+                  "head": "lstm", "hidden": 64},
         "task": {"tasks": ["phase", "anticipation"], "horizon": s.horizon},
         "train": train,
     }

@@ -5,7 +5,8 @@ exactly like `surgflow prepare` does, then (by default) JPEG round-tripped like 
 so each sampled frame reaches the model bit-identical to the prepared frame `surgflow eval` reads:
 streaming outputs equal offline outputs. Predictions are
 written in the files `surgflow score` reads (`<video>-phase.txt`, `-tool.txt`,
-`-anticipation.txt`); `--render` writes an overlay mp4 (surgflow/online/render.py).
+`-anticipation.txt`) with the folder's row rate in `fps.json`, so `surgflow score` needs no
+rate flags; `--render` writes an overlay mp4 (surgflow/online/render.py).
 
 A stream that stops mid-way (decode error, EOF, Ctrl-C) keeps the predictions made so far: the
 files are written and closed, and the summary says where and why it stopped.
@@ -19,6 +20,7 @@ import numpy as np
 
 from surgflow.data.store_format import roundtrip as store_roundtrip  # prepare's JPEG round trip
 from surgflow.data.video import frame_to_rgb, is_stream, open_video, rotation_note, sample_frames
+from surgflow.evaluation.rates import FPS_SIDECAR, read_fps_sidecar, write_fps_sidecar
 from surgflow.io_utils import SurgflowError, progress
 from surgflow.outputs import check_output_file, check_writable_dir
 
@@ -78,6 +80,16 @@ def read_gt_ribbon(path, phase_names, gt_fps: float, fps: float, expected: int |
     return ids[pick]
 
 
+def check_folder_rate(out_dir: Path, fps: float) -> None:
+    """One folder, one row rate: `surgflow score` reads the rate of every file in a folder from its
+    fps.json, so predictions at another rate must not join files already recorded there."""
+    recorded = read_fps_sidecar(out_dir)
+    if recorded is not None and abs(recorded - fps) > 1e-9:
+        raise SurgflowError(
+            f"{out_dir / FPS_SIDECAR} records predictions at {recorded:g} fps and this call samples "
+            f"at {fps:g} fps; one folder holds one rate: pass another --out (or --fps {recorded:g})")
+
+
 def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None = None,
                   render: str | Path | None = None, name: str | None = None,
                   live: bool | None = None, max_frames: int | None = None,
@@ -107,6 +119,7 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
             "predictions (and anticipation minutes) assume the model's rate")
     video = name or _name_for(source)
     check_writable_dir(out_dir, "prediction folder", "--out", keep=False)  # before any decoding
+    check_folder_rate(out_dir, fps)
     if render is not None:
         check_output_file(render, "--render")
     opened = open_video(source, live=live)
@@ -190,6 +203,7 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
         written: list[Path] = []
         if n > 0:
             written = write_predictions(out_dir, video, preds, predictor.meta)
+            write_fps_sidecar(out_dir, fps, "surgflow predict: <video>-phase/-tool/-anticipation.txt")
     if n == 0:
         raise SurgflowError(f"no frame could be decoded from {source}" + (f" ({stopped})" if stopped else ""))
     lat = np.asarray(latencies) * 1e3
