@@ -237,6 +237,7 @@ def main(argv=None) -> None:
         results[(strategy, T, B, prec)] = (fps, peak, spf)
         print(f"| {label} | {fps:.1f} | {fps / base:.2f}x | {peak:.2f} | {spf * 1e3:.2f} |", flush=True)
     if args.data_videos > 0 and elapsed() < args.budget * 0.5:
+        root = None
         try:
             root = make_prepared(size, args.data_videos, args.data_seconds)
             for label, aug in (("data path: prepared store -> sampler -> device, bf16 + channels_last 1x64", False),
@@ -247,6 +248,11 @@ def main(argv=None) -> None:
         except Exception as e:
             cleanup()
             print(f"| data path | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | | |")
+        finally:
+            if root is not None:
+                import shutil
+
+                shutil.rmtree(root.parent, ignore_errors=True)
         print(f"(data path rows: {args.data_videos} synthetic videos of {args.data_seconds:g} s prepared at "
               f"1 fps, {W}x{H}; compare with the synthetic-tensor row 'surgflow: bf16 + channels_last, "
               f"carry_hidden 1x64')")
