@@ -65,6 +65,11 @@ def test_quick_experiment(tmp_path, capsys):
     assert "## Paired differences over seeds" in md and "uses per video" in md
     assert set(res["instrument_uses_per_video"]) == {"Bipolar", "Scissors", "Clipper", "Irrigator", "SpecimenBag"}
     assert res["conclusion"] and res["conclusion"] in md
+    # the predictions that read no frames are scored on the same test videos as the models
+    base = res["baselines_no_frames"]
+    assert base["constant_h"]["outMAE"] == 0.0 and base["constant_h"]["inMAE"] > 0
+    assert base["constant_h"]["wMAE"] == pytest.approx(base["constant_h"]["inMAE"] / 2, abs=0.2)
+    assert "no frames: constant h" in md and f"{base['constant_h']['wMAE']:.3f}" in md
     assert "carry_hidden" in md and "horizon" in md and "test_resnet" in md
     # real trainer and evaluator outputs exist
     assert (out / "runs" / "seed0" / "bn" / "checkpoints" / "last.pt").is_file()

@@ -81,6 +81,27 @@ def _log(msg: str) -> None:
     print(f"[cheating] {msg}", file=sys.stderr, flush=True)
 
 
+def trivial_baselines(prepared: Path, train: list[str], test: list[str], horizon: float) -> dict:
+    """inMAE/outMAE/wMAE (min) on the test videos of two predictions that read no frames:
+    constant h ("never within the horizon") and each instrument's mean target over the training
+    frames. A trained model is only worth reading where it beats both."""
+    import numpy as np
+
+    from surgflow.data.store import PreparedDataset
+    from surgflow.evaluation.score import score_anticipation
+
+    ds, inst = PreparedDataset(prepared), _instruments()
+    gt = {v: ds.anticipation(v, horizon, inst) for v in train + test}
+    mean = np.concatenate([gt[v] for v in train]).mean(0)  # [I]
+    preds = {"constant_h": {v: np.full_like(gt[v], horizon) for v in test},
+             "train_mean": {v: np.broadcast_to(mean, gt[v].shape).copy() for v in test}}
+    out = {}
+    for k, pred in preds.items():
+        m = score_anticipation({v: gt[v] for v in test}, pred, inst, horizon)["mean"]
+        out[k] = {metric: float(m[metric]) for metric in METRICS}
+    return out
+
+
 # --------------------------------------------------------------------------- data
 def _prepare_data(out: Path, s: CheatingSetup) -> tuple[Path, Path, list[str], list[str]]:
     """Synthesize and prepare once; returns (prepared root, split file, train, test videos)."""
@@ -339,14 +360,15 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
                f"--out {out}" + (f" --device {device}" if device != "cpu" else ""))
     runtime = f"{device}, {workers} training(s) in parallel, {threads or 'default'} torch thread(s) each"
     uses = instrument_uses(prepared)
+    baselines = trivial_baselines(prepared, train_v, test_v, s.horizon)
     md = _markdown(s, seed_list, rows, concl, wall, train_loss, test_v, train_v, plot, command,
-                   runtime, uses)
+                   runtime, uses, baselines)
     rep.write_markdown(out / "cheating.md", md, "surgflow: the BatchNorm cheating experiment")
     result = {
         "experiment": "cheating", "setup": asdict(s), "seeds": seed_list,
         "rows": {k: {"label": ROWS[k][2], "NON-CAUSAL": ROWS[k][1], **rows[k]} for k in ROWS},
         "final_train_loss": train_loss, "conclusion": concl, "runs": runs,
-        "instrument_uses_per_video": uses,
+        "instrument_uses_per_video": uses, "baselines_no_frames": baselines,
         "paired_differences": {f"{a} - {b}: {m}": p for (a, b, m), p in paired_rows(rows).items()},
         "wall_seconds": wall, "device": device, "command": command, "runtime": runtime,
         "files": {"markdown": str(out / "cheating.md"), "json": str(out / "cheating.json"),

@@ -115,7 +115,8 @@ def conclusion(rows: dict, seeds: int, train_loss: Optional[dict] = None) -> str
 
 def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wall: float,
               train_loss: dict, test: list[str], train: list[str], plot: Optional[str],
-              command: str = "", runtime: str = "", uses: Optional[dict] = None) -> str:
+              command: str = "", runtime: str = "", uses: Optional[dict] = None,
+              baselines: Optional[dict] = None) -> str:
     s = setup
     lines = [
         "# The BatchNorm \"cheating\" experiment", "",
@@ -133,6 +134,18 @@ def _markdown(setup: CheatingSetup, seeds: list[int], rows: dict, concl: str, wa
         lines.append(f"| {label} | {_fmt(r['inMAE']['mean'], r['inMAE']['std'], n)} | "
                      f"{_fmt(r['outMAE']['mean'], r['outMAE']['std'], n)} | "
                      f"**{_fmt(r['wMAE']['mean'], r['wMAE']['std'], n)}** | {tl_s} |")
+    names = {"constant_h": "no frames: constant h (never within the horizon)",
+             "train_mean": "no frames: per-instrument mean of the training targets"}
+    for k, b in (baselines or {}).items():
+        lines.append(f"| {names.get(k, k)} | {b['inMAE']:.3f} | {b['outMAE']:.3f} | {b['wMAE']:.3f} | - |")
+    if baselines:
+        best_base = min(b["wMAE"] for b in baselines.values())
+        honest = {k: rows[k]["wMAE"]["mean"] for k, (_, cheat, _) in ROWS.items() if not cheat}
+        beat = [ROWS[k][2] for k, v in honest.items() if math.isfinite(v) and v < best_base]
+        lines += ["", f"The predictions that read no frames score wMAE {best_base:.3f} min at best; "
+                  + (f"honest models below it: {', '.join(beat)}." if beat else
+                     "no honest model is below it: the models learned little that is usable online, "
+                     "so read the honest rows as near chance.")]
     lines += [
         "", f"mean ± std over {len(seeds)} training seed(s) ({', '.join(map(str, seeds))}); "
         "std is over seeds (sample std). Errors in minutes, per instrument over "
