@@ -30,7 +30,6 @@ os.environ.setdefault("SURGFLOW_NO_PROGRESS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 # preset key -> (preset name, synthetic videos, min s, max s)
 PRESETS = {"phase": ("synthetic_phase_tiny", 25, 90, 180),
@@ -48,17 +47,15 @@ def late_swing(metrics_csv: Path, key: str) -> tuple[list[float], float]:
 
 
 def anticipation_baselines(root: Path, split: dict, horizon: float, instruments: list[str]) -> dict:
-    """wMAE (minutes) on the test videos of two predictions that use no frames."""
+    """wMAE (minutes) on the test videos of the predictions that read no frames."""
     from surgflow.data.store import PreparedDataset
-    from surgflow.evaluation.score import score_anticipation
+    from surgflow.evaluation.score import anticipation_baselines as score_baselines
 
     ds = PreparedDataset(root)
-    gt = {v: ds.anticipation(v, horizon, instruments) for v in ds.videos}
-    train_mean = np.concatenate([gt[v] for v in split["train"]]).mean(0)
-    test = {v: gt[v] for v in split["test"]}
-    preds = {"constant h": {v: np.full_like(y, horizon) for v, y in test.items()},
-             "train mean": {v: np.broadcast_to(train_mean, y.shape).copy() for v, y in test.items()}}
-    return {k: score_anticipation(test, p, instruments, horizon)["mean"]["wMAE"] for k, p in preds.items()}
+    gt = {v: ds.anticipation(v, horizon, instruments) for v in split["train"] + split["test"]}
+    names = {"constant_h": "constant h", "train_mean": "train mean"}
+    return {names[k]: m["wMAE"] for k, m in
+            score_baselines(gt, split["train"], split["test"], instruments, horizon).items()}
 
 
 def main(argv=None) -> int:

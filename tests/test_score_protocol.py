@@ -293,3 +293,20 @@ def test_per_video_tables_for_tools_and_anticipation(tmp_path):
     paths = per_video.write_per_video(a, tmp_path / "s.json", "anticipation")
     assert [p.name for p in paths] == ["s.anticipation.per_video.csv", "s.anticipation.per_video.md"]
     assert "a,2,0.500000,0.000000" in paths[0].read_text()
+
+
+def test_anticipation_baselines_on_a_golden_sequence():
+    """Constant h is exact out of the horizon and off by y within it; the train mean is the mean
+    of the training targets, scored on the test video only."""
+    import numpy as np
+
+    from surgflow.evaluation.score import anticipation_baselines
+
+    h = 1.0
+    test = np.array([[1.0], [1.0], [0.5], [0.25], [0.0]])  # minutes to the next use
+    train = np.array([[0.5], [0.5]])
+    r = anticipation_baselines({"t": test, "a": train}, ["a"], ["t"], ["Clipper"], h)
+    assert r["constant_h"]["outMAE"] == 0.0
+    assert r["constant_h"]["inMAE"] == pytest.approx((0.5 + 0.75) / 2)
+    assert r["train_mean"]["outMAE"] == pytest.approx(0.5)
+    assert r["train_mean"]["inMAE"] == pytest.approx((0.0 + 0.25) / 2)

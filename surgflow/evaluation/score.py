@@ -269,6 +269,19 @@ def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarr
             "per_video": {v: {"frames": len(gt[v]), **r["per_video"][v]["mean"]} for v in videos}}
 
 
+def anticipation_baselines(gt: Mapping[str, np.ndarray], train: Sequence[str], test: Sequence[str],
+                           instruments: Sequence[str], horizon: float) -> dict:
+    """{"constant_h" | "train_mean": mean inMAE ... (minutes)} on the `test` videos of two
+    predictions that read no frames: constant h ("never within the horizon") and each
+    instrument's mean target over the `train` videos. gt: {video: [N, I] minutes}. A trained
+    model is only worth reading where it beats both."""
+    mean = np.concatenate([gt[v] for v in train]).mean(0)  # [I]
+    truth = {v: gt[v] for v in test}
+    preds = {"constant_h": {v: np.full_like(y, horizon) for v, y in truth.items()},
+             "train_mean": {v: np.broadcast_to(mean, y.shape).copy() for v, y in truth.items()}}
+    return {k: score_anticipation(truth, p, instruments, horizon)["mean"] for k, p in preds.items()}
+
+
 # ---------------------------------------------------------------- output
 
 def write_json(result: dict, path) -> None:

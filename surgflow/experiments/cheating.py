@@ -82,24 +82,15 @@ def _log(msg: str) -> None:
 
 
 def trivial_baselines(prepared: Path, train: list[str], test: list[str], horizon: float) -> dict:
-    """inMAE/outMAE/wMAE (min) on the test videos of two predictions that read no frames:
-    constant h ("never within the horizon") and each instrument's mean target over the training
-    frames. A trained model is only worth reading where it beats both."""
-    import numpy as np
-
+    """inMAE/outMAE/wMAE (min) on the test videos of the predictions that read no frames
+    (evaluation.score.anticipation_baselines)."""
     from surgflow.data.store import PreparedDataset
-    from surgflow.evaluation.score import score_anticipation
+    from surgflow.evaluation.score import anticipation_baselines
 
     ds, inst = PreparedDataset(prepared), _instruments()
     gt = {v: ds.anticipation(v, horizon, inst) for v in train + test}
-    mean = np.concatenate([gt[v] for v in train]).mean(0)  # [I]
-    preds = {"constant_h": {v: np.full_like(gt[v], horizon) for v in test},
-             "train_mean": {v: np.broadcast_to(mean, gt[v].shape).copy() for v in test}}
-    out = {}
-    for k, pred in preds.items():
-        m = score_anticipation({v: gt[v] for v in test}, pred, inst, horizon)["mean"]
-        out[k] = {metric: float(m[metric]) for metric in METRICS}
-    return out
+    return {k: {metric: float(m[metric]) for metric in METRICS}
+            for k, m in anticipation_baselines(gt, train, test, inst, horizon).items()}
 
 
 # --------------------------------------------------------------------------- data
