@@ -86,3 +86,15 @@ def test_conclusion_says_whether_a_difference_exceeds_the_seed_spread():
     assert "within the seed spread" in worse
     assert "no seed spread" in conclusion(_comps({"bn_free": [1.0], "batchnorm_cheat": [1.0]},
                                                  {"bn_free": [1.0], "batchnorm_cheat": [1.0]}), 1)
+
+
+def test_report_says_where_the_weights_came_from():
+    from dataclasses import replace
+
+    from surgflow.experiments.demo import FULL
+    from surgflow.experiments.demo_report import weights_words
+
+    assert weights_words(FULL) == "from scratch"
+    words = weights_words(replace(FULL, pretrained="/cache/tf_efficientnet_lite0.pth"))
+    # a pretrained run was reported as "from scratch" before
+    assert "from scratch" not in words and "tf_efficientnet_lite0.pth" in words

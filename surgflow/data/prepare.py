@@ -242,13 +242,10 @@ def _prepare_locked(layout, raw_root: Path, out: Path, raws, fps, size, workers,
             for job in jobs:
                 finish(*_worker(job))
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from surgflow.parallel import run_in_processes
 
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork")) as ex:
-                futures = [ex.submit(_worker, j) for j in jobs]
-                for fut in as_completed(futures):
-                    finish(*fut.result())
+            for res in run_in_processes(_worker, [(j,) for j in jobs], workers, start_method="fork"):
+                finish(*res)
     finally:
         bar.close()
     return PrepareResult(done, skipped, failed, manifest, redone)

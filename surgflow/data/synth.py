@@ -23,7 +23,6 @@ gives the same annotation bytes and the same decoded frames on every run.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,8 +195,9 @@ def synthesize(out, videos: int = 12, seed: int = 0, width: int = 320, height: i
     if workers <= 1:
         paths = [_one_video(j) for j in progress(jobs, desc="synth", unit="video")]
     else:
-        import multiprocessing as mp
+        from surgflow.parallel import run_in_processes
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-            paths = list(progress(ex.map(_one_video, jobs), total=len(jobs), desc="synth", unit="video"))
+        done = progress(run_in_processes(_one_video, [(j,) for j in jobs], workers, start_method="fork"),
+                        total=len(jobs), desc="synth", unit="video")
+        paths = sorted(done, key=lambda v: (len(v.name), v.name))  # video09 before video10, video100
     return paths

@@ -317,14 +317,10 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
         finally:
             torch.set_num_threads(old_threads)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from surgflow.parallel import run_in_processes
 
-        # spawn, not fork: forking a process that already ran torch's thread pools can hang
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            futures = [ex.submit(_job, *j, quiet=True) for j in jobs]
-            for f in as_completed(futures):
-                report(f.result())
+        for res in run_in_processes(_job, jobs, workers, quiet=True):
+            report(res)
 
     results: dict[str, dict[str, list]] = {k: {m: [] for m in METRICS} for k in ROWS}
     run_dirs: dict[str, list] = {v: [] for v in VARIANTS}

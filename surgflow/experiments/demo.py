@@ -168,13 +168,10 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
             print(f"training {MODELS[j[2]][1]} seed {j[3]}", flush=True)
             report(_job(*j, quiet=False))
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from surgflow.parallel import run_in_processes
 
-        # spawn, not fork: forking a process that already ran torch's thread pools can hang
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            for f in as_completed([ex.submit(_job, *j, quiet=True) for j in jobs]):
-                report(f.result())
+        for res in run_in_processes(_job, jobs, workers, quiet=True):
+            report(res)
     return sorted(done, key=lambda r: (list(MODELS).index(r["key"]), r["seed"]))
 
 

@@ -78,6 +78,14 @@ def _stats_row(label: str, how: str, vals: dict, metrics, digits: int) -> list[s
     return [label, how] + [rep.fmt_pm(rep.seed_stats(vals[m]), digits) for m, _ in metrics]
 
 
+def weights_words(s) -> str:
+    """Where the backbone's weights came from, for the report's set-up paragraph."""
+    if not s.pretrained:
+        return "from scratch"
+    return (f"initialised from the weights file `{Path(s.pretrained).name}`; the GroupNorm twin keeps "
+            "only the BatchNorm affine parameters of those weights, not their statistics")
+
+
 def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict, quick: bool,
                  n_seeds: int, workers: int, split: Path) -> Path:
     from surgflow.evaluation import plots
@@ -94,7 +102,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
     L += [f"Synthetic Cholec80-layout data: {s.videos} videos of {s.min_seconds}-{s.max_seconds} s "
           f"(160x90, 25 fps), prepared at 1 fps and {s.size[1]}x{s.size[0]} px (WxH). Split "
           f"(`{split.name}`): {s.train_videos} train, {s.val_videos} validation, {s.test_videos} test "
-          f"videos ({', '.join(test_videos)}). Both models: timm `{s.backbone}` (from scratch) + a "
+          f"videos ({', '.join(test_videos)}). Both models: timm `{s.backbone}` ({weights_words(s)}) + a "
           f"1-layer LSTM (64 units), trained end to end with carried hidden state (`carry_hidden`, "
           f"{s.lanes} lane x T={s.seq_len} consecutive frames), phase recognition + instrument "
           f"anticipation (horizon {s.horizon:g} min), {s.epochs} epochs; optimiser and lr from the "
