@@ -23,22 +23,28 @@ import onnxruntime as ort
 
 
 def sampled_frames(container, fps: float):
-    """Yield (i, av.VideoFrame) for target times i / fps: the decoded frame closest in time
-    (the rule `surgflow prepare` uses)."""
+    """Yield (i, av.VideoFrame) for target times i / fps: the decoded frame closest in time, the
+    later one on a tie (the rule `surgflow prepare` uses). Frames k and k + 1 split the targets at
+    the midpoint of their actual timestamps, so variable-rate video is sampled right too; this
+    holds one decoded frame back until the next one arrives."""
     stream = container.streams.video[0]
     rate = Fraction(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
     step = Fraction(fps).limit_denominator(1000)
-    half = 1 / (2 * rate)
-    k, i, pts0 = 0, 0, None
-    for frame in container.decode(stream):
+    i, pts0, prev, prev_t = 0, None, None, None
+    for k, frame in enumerate(container.decode(stream)):
         if frame.pts is not None and stream.time_base is not None:
             pts0 = frame.pts if pts0 is None else pts0
             t = (frame.pts - pts0) * stream.time_base
         else:
-            t = k / rate
-        k += 1
-        while i / step < t + half:
-            yield i, frame
+            t = Fraction(k) / rate
+        if prev is not None:
+            while i / step < (prev_t + t) / 2:
+                yield i, prev
+                i += 1
+        prev, prev_t = frame, t
+    if prev is not None:  # the last frame serves up to half a nominal interval after it
+        while i / step < prev_t + 1 / (2 * rate):
+            yield i, prev
             i += 1
 
 

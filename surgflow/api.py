@@ -65,14 +65,16 @@ def audit(target: Any, input_shape: Optional[Sequence[int]] = None,
 
 
 def synthesize(out: Union[str, Path], videos: int = 12, seed: int = 0, size: str = "320x180",
-               min_seconds: float = 60.0, max_seconds: float = 180.0, workers: Optional[int] = 1):
-    """Synthetic surgeries in the Cholec80 layout (`surgflow synth`); size is WIDTHxHEIGHT."""
+               min_seconds: float = 60.0, max_seconds: float = 180.0, workers: Optional[int] = 1,
+               profile: str = "clean"):
+    """Synthetic surgeries in the Cholec80 layout (`surgflow synth`); size is WIDTHxHEIGHT;
+    profile: clean | realistic | hard, the label-independent variation (data/synth.py PROFILES)."""
     from surgflow.cli_args import parse_size
     from surgflow.data.synth import synthesize as _synth
 
     h, w = parse_size(size, even=True, minimum=16)
     return _synth(out, videos=videos, seed=seed, width=w, height=h, min_seconds=min_seconds,
-                  max_seconds=max_seconds, workers=workers)
+                  max_seconds=max_seconds, workers=workers, profile=profile)
 
 
 def prepare(layout: str, raw_root: Union[str, Path], out: Union[str, Path], fps: float = 1.0,

@@ -22,6 +22,7 @@ COMMANDS = [
     ("experiment", "reproduce the paper's experiments (cheating)"),
     ("predict", "online prediction on a video file or stream, with an optional rendered overlay"),
     ("export", "export the stateful one-frame step to ONNX"),
+    ("view", "an interactive HTML page of a split's predictions against the truth (no server)"),
 ]
 
 
@@ -70,7 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     from surgflow.io_utils import SurgflowError
 
     try:
-        return int(args._module.run(args) or 0)
+        rc = int(args._module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
+        return rc
+    except BrokenPipeError:
+        # `surgflow score ... | head`: the reader has gone; stop quietly as a SIGPIPE would, with
+        # the status a shell reports for it (128 + 13), and no second error at exit's flush
+        _stdout_to_devnull()
+        return 141
     except SurgflowError as e:
         print(f"surgflow {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -83,6 +91,31 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"surgflow {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from surgflow.outputs import disk_full_error, is_disk_full
+
+        if not is_disk_full(e) or os.environ.get("SURGFLOW_DEBUG"):
+            raise
+        name = os.fsdecode(e.filename) if e.filename else None
+        if name:  # `.NAME.xxxx.tmp` of an atomic write -> NAME, the file the user asked for
+            m = re.fullmatch(r"\.(.+)\.[^./]+\.tmp", os.path.basename(name))
+            name = os.path.join(os.path.dirname(name), m.group(1)) if m else name
+            e = OSError(e.errno, e.strerror, name)  # (PyAV's errors have a read-only filename)
+        where = os.path.dirname(os.path.abspath(name)) if name else os.getcwd()
+        fix = (f"files written before are intact (atomic writes); free space in {where} or "
+               f"choose another output folder, then run the command again")
+        print(f"surgflow {args.command}: error: {disk_full_error(e, where, fix)}", file=sys.stderr)
+        return 2
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

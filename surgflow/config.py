@@ -31,6 +31,9 @@ class DataConfig:
     val_subset: str = "val"  # "" = no validation set (never select checkpoints on test)
     test_subset: str = "test"
     augment: bool = True
+    # per-video appearance augmentation strength (data/augment.py AppearanceAugment: light, white
+    # balance, colour, vignetting, blur, drift; consistent over a lane's video, causal); 0 = off
+    augment_appearance: float = 0.0
     workers: int = 0  # background threads reading frames for the samplers
 
 
@@ -58,6 +61,10 @@ class TaskConfig:
     instruments: list[str] = field(default_factory=lambda: list(ANTICIPATION_INSTRUMENTS))
     phase_weights: Optional[list[float]] = None  # None = median frequency from training labels
     anticipation_ce_weight: float = 0.01
+    # mean wMAE over instruments reported by eval: per_instrument = mean of each instrument's
+    # (inMAE + outMAE) / 2 (MICCAI 2020); pitfalls_bn = (mean inMAE + mean outMAE) / 2 (the
+    # BN-pitfalls code's meter; the paper presets use it). evaluation/anticipation_metrics.py
+    wmae: str = "per_instrument"
 
 
 @dataclass
@@ -109,6 +116,7 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer": ("adamw", "sgd"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "task.wmae": ("per_instrument", "pitfalls_bn"),  # anticipation_metrics.WMAE_CONVENTIONS
 }
 POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_batch", "train.epochs",
                              "train.lr_step_every",
@@ -116,7 +124,7 @@ POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_b
 NON_NEGATIVE: tuple[str, ...] = ("train.lr", "train.weight_decay", "train.grad_clip", "train.agc",
                                  "train.warmup_steps", "train.lr_min", "train.lr_gamma",
                                  "model.freeze_stages", "train.max_steps", "train.checkpoint_every",
-                                 "model.dropout", "data.workers")
+                                 "model.dropout", "data.workers", "data.augment_appearance")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -282,6 +290,31 @@ def _merge(base: dict, child: dict) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep=False):
+    loader.flatten_mapping(node)  # resolve `<<` merge keys first, as SafeLoader does
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: SafeLoader's own error follows
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first given on line {first.line + 1}); "
+                f"keep one of the two", key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _mapping_without_duplicates)
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """The mapping in `path`, with `extends: PARENT` (a preset name or a YAML path relative to this
     file) resolved recursively; a cycle or an unknown parent is an error naming the chain."""
@@ -290,7 +323,11 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         loop = " -> ".join(p.name for p in (*chain, path))
         raise ConfigError(f"{chain[0]}: `extends` forms a cycle: {loop}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.constructor.ConstructorError as e:
+        if e.problem and e.problem.startswith("duplicate key") and e.problem_mark is not None:
+            raise ConfigError(f"{path}: line {e.problem_mark.line + 1}: {e.problem}") from None
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(values, dict):
@@ -315,11 +352,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = resolve_config_path(path)
         values = _read_yaml(path)
+    where = f"{path}: " if path is not None else ""
     try:
-        return from_dict(values, overrides)
+        cfg = Config()
+        _apply(cfg, values or {}, "")
+        if not overrides:
+            return validate(cfg)
+        file_error = None
+        try:  # the file alone, so an invalid value is blamed on where it was written
+            validate(dataclasses.replace(cfg))
+        except ConfigError as e:
+            file_error = e
     except ConfigError as e:
-        where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from None
+    for text in overrides:  # a typo in an override is the command line's, not the file's
+        try:
+            key, value = parse_override(text)
+            _apply(cfg, _nest(key, value), "")
+        except ConfigError as e:
+            raise ConfigError(f"command-line override --set {text}: {e}") from None
+    try:
+        return validate(cfg)
+    except ConfigError as e:
+        if file_error is not None and str(file_error) == str(e):
+            raise ConfigError(f"{where}{e}") from None
+        named = [t for t in overrides if t.split("=", 1)[0].strip() in str(e)] or overrides
+        raise ConfigError(f"command-line override --set {' --set '.join(named)}: {e}") from None
 
 
 def to_dict(cfg: Config) -> dict:

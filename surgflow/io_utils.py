@@ -38,6 +38,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(f.fileno())
             os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; follow the umask instead
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file: say which (disk-full messages)
+            try:
+                e.filename = str(path)
+            except AttributeError:  # read-only in some subclasses (PyAV's)
+                pass
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

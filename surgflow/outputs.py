@@ -94,6 +94,25 @@ class FolderLock:
         self.release()
 
 
+def lock_holder(folder) -> Optional[dict]:
+    """The owner record ({pid, host, command, started}) of `folder`'s lock while a live process
+    holds it, else None. A lock of another host counts as live (its pid cannot be checked here);
+    an unreadable lock file (being written) gives {}."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        owner = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(owner, dict):
+        return {}
+    pid = owner.get("pid")
+    if isinstance(pid, int) and owner.get("host") == socket.gethostname() and not _pid_alive(pid):
+        return None  # stale: its process is gone
+    return owner
+
+
 def check_writable_dir(folder, what: str = "output folder", flag: str = "",
                        keep: bool = True) -> Path:
     """Prove a file can be written in `folder` (created if needed; `keep=False` removes the folders

@@ -4,7 +4,9 @@ the checkpoint file, its RunMeta record, and `load_model`, which rebuilds the mo
 A checkpoint is a dict of tensors and primitives, written atomically and loaded with
 weights_only=True (docs/ARCHITECTURE.md, "Runs and checkpoints"): config (dict), model (state
 dict), optimizer, epoch, step, step_in_epoch, rng, meta (RunMeta.to_dict()), best; for resume
-also carry, strategy and world_size (training/checkpoint_manager.py).
+also carry, strategy, running, world_size, data ({subset: {video: manifest checksum}}: a resume on
+re-prepared videos is refused) and metrics_row (the epoch's metrics.csv row, restored on resume
+when a stop came between the checkpoint and the row) (training/checkpoint_manager.py).
 
 RunMeta: what a trained model needs to be used on new data. The trainer writes
 `RunMeta.from_training(...)`; readers get one from `load_model` or `RunMeta.coerce`. A field an
@@ -106,33 +108,52 @@ def save_checkpoint(path: str | Path, ckpt: dict) -> None:
     atomic_torch_save(path, ckpt)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def _torch_load(path: Path, mmap: bool, map_location="cpu"):
+    """torch.load with weights_only=True; any failure (truncated or empty file, a pickled object
+    weights_only refuses, not a torch file) is a SurgflowError naming the file."""
     import torch
 
-    path = Path(path)
     if not path.is_file():
         raise SurgflowError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise SurgflowError(f"checkpoint {path} is empty (0 bytes): an interrupted write or copy")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # truncated file, pickle with objects, not a torch file
-        raise SurgflowError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
-                            "it may be truncated or not a surgflow checkpoint") from None
+        if "Weights only load failed" in str(e):  # torch's text goes on about unsafe loading
+            why = ("it holds Python objects that a weights-only load refuses: not a checkpoint "
+                   "surgflow wrote, or one edited since")
+        else:
+            why = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
+        raise SurgflowError(f"checkpoint {path} cannot be read ({why}); it may be truncated or not "
+                            "a surgflow checkpoint") from None
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint file as a dict (weights_only=True); SurgflowError when it cannot be read."""
+    path = Path(path)
+    ckpt = _torch_load(path, mmap=False, map_location=map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise SurgflowError(f"checkpoint {path} is not a surgflow checkpoint (no 'model'/'config')")
     return ckpt
 
 
+def peek_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's dict memory-mapped (counters, meta, records without reading its tensors);
+    the same refusals as load_checkpoint."""
+    path = Path(path)
+    ckpt = _torch_load(path, mmap=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise SurgflowError(f"checkpoint {path} is not a surgflow checkpoint (no 'model')")
+    return ckpt
+
+
 def _peek(path: Path) -> dict:
     """A checkpoint's counters without reading its tensors (memory-mapped load)."""
-    import torch
-
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise SurgflowError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it may be "
-                            "truncated or not a surgflow checkpoint") from None
+    ck = peek_checkpoint(path)
     best = ck.get("best")
-    return {"step": ck.get("step"), "best": dict(best) if isinstance(best, dict) else {}}
+    return {"step": ck.get("step"), "epoch": ck.get("epoch"), "step_in_epoch": ck.get("step_in_epoch"),
+            "best": dict(best) if isinstance(best, dict) else {}}
 
 
 def best_problem(ckpt_dir: str | Path) -> Optional[str]:
@@ -143,7 +164,10 @@ def best_problem(ckpt_dir: str | Path) -> Optional[str]:
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if not last.is_file():
         return None if best.is_file() else f"{ckpt_dir}: no checkpoint yet"
-    rec = _peek(last)["best"]
+    try:
+        rec = _peek(last)["best"]
+    except SurgflowError:  # an unreadable last.pt records nothing to check best.pt against;
+        return None  # whoever reads last.pt itself refuses it with the reason
     if rec.get("step") is None:
         return None if best.is_file() else (f"{best} does not exist yet: no validation has run "
                                             f"(last.pt records no best)")
@@ -166,6 +190,8 @@ def repair_best(ckpt_dir: str | Path, log=print) -> bool:
     if problem is None or not (ckpt_dir / "last.pt").is_file():
         return True
     last = _peek(ckpt_dir / "last.pt")
+    if last["best"].get("step") is None:  # no validation yet (a resume inside the first epoch)
+        return True
     if last["best"].get("step") == last["step"]:
         from surgflow.io_utils import atomic_write_bytes
 
@@ -174,6 +200,55 @@ def repair_best(ckpt_dir: str | Path, log=print) -> bool:
         return True
     log(f"WARNING: {problem}; it cannot be recovered: the next validation writes a new best.pt")
     return False
+
+
+def live_run(run_dir: str | Path) -> Optional[str]:
+    """'surgflow train, pid N on HOST, started T' while a live process holds the run folder's
+    lock (outputs.FolderLock), else None."""
+    from surgflow.outputs import lock_holder
+
+    owner = lock_holder(run_dir)
+    if owner is None:
+        return None
+    return (f"{owner.get('command', 'a surgflow command')}, pid {owner.get('pid', '?')} on "
+            f"{owner.get('host', '?')}, started {owner.get('started', '?')}")
+
+
+def run_dir_of(path_or_run_dir: str | Path) -> Optional[Path]:
+    """The run folder of a run folder or of a checkpoint inside RUN/checkpoints (else None)."""
+    p = Path(path_or_run_dir)
+    if p.is_dir():
+        return p
+    return p.parent.parent if p.parent.name == "checkpoints" else None
+
+
+def checkpoint_notes(path_or_run_dir: str | Path, info: Mapping[str, Any]) -> list[str]:
+    """What a reader of a run's checkpoint should be told: which checkpoint (file, step, epoch;
+    `info` from load_model), that the run is still training, that best.pt could not be checked
+    against an unreadable last.pt."""
+    step, epoch, into = info.get("step"), info.get("epoch"), info.get("step_in_epoch")
+    where = "step unknown" if step is None else f"step {step}"
+    if isinstance(epoch, int):  # completed epochs (+ steps into the next one)
+        where += f", after {epoch} epoch(s)" + (f" and {into} step(s) of the next" if into else "")
+    notes = [f"checkpoint {info.get('path')} ({where})"]
+    run = run_dir_of(path_or_run_dir)
+    if run is None:
+        return notes
+    live = live_run(run)
+    if live is not None:
+        notes.append(f"the run is live: {run} is still training ({live}); these results are of "
+                     f"the checkpoint above (step {step}), later checkpoints will differ")
+    last = run / "checkpoints" / "last.pt"
+    if Path(info.get("path", "")).name == "best.pt" and last.is_file():
+        try:
+            rec = _peek(last)
+        except SurgflowError as e:
+            notes.append(f"{e}: best.pt could not be checked against it (used as it is)")
+        else:
+            if live is not None and rec["best"].get("step") not in (None, step):
+                notes.append(f"the live run has a newer best by now (step {rec['best']['step']}, "
+                             f"recorded in last.pt; best.pt follows it): evaluate again for it")
+    return notes
 
 
 def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") -> Path:
@@ -185,6 +260,14 @@ def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") ->
             cand = p / "checkpoints" / f"{which}.pt"
             if which == "best" and (p / "checkpoints" / "last.pt").is_file():
                 problem = best_problem(p / "checkpoints")
+                live = live_run(p) if problem is not None else None
+                if live is not None and cand.is_file():
+                    problem = None  # a live run writes best.pt right after last.pt: not a loss
+                elif live is not None:
+                    raise SurgflowError(
+                        f"{p} is still training ({live}) and has no best.pt yet ({problem}); wait "
+                        f"for its next validation, or evaluate its last checkpoint explicitly "
+                        f"(`--checkpoint last`)")
                 if problem is not None:
                     raise SurgflowError(
                         f"{problem}. Use the last checkpoint explicitly (`--checkpoint last` for "
@@ -210,13 +293,19 @@ def shape_mismatches(model, state: dict, limit: int = 3) -> str:
     return "; ".join(bad[:limit]) + (f" (+{len(bad) - limit} more)" if len(bad) > limit else "")
 
 
-def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu"):
-    """(model.eval(), cfg, RunMeta) from a run directory (which: best | last | a path) or a .pt file."""
+def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu",
+               info: Optional[dict] = None):
+    """(model.eval(), cfg, RunMeta) from a run directory (which: best | last | a path) or a .pt file.
+    `info`, when given, receives the checkpoint read: {path, step, epoch, step_in_epoch} (for
+    checkpoint_notes: a live run replaces its files, so they are taken from the loaded dict)."""
     from surgflow.config import ConfigError, from_dict
     from surgflow.models.model import build_model
 
     path = resolve_checkpoint_path(path_or_run_dir, which)
     ckpt = load_checkpoint(path)
+    if info is not None:
+        info.update(path=str(path), step=ckpt.get("step"), epoch=ckpt.get("epoch"),
+                    step_in_epoch=ckpt.get("step_in_epoch"))
     try:
         cfg = from_dict(ckpt["config"])
     except ConfigError as e:

@@ -36,9 +36,16 @@ def test_passes_the_fixed_augmentation(tiny_root, augment):
 
 
 def test_model_path_leak_is_attributed_to_the_model(tiny_root):
-    """BatchNorm in train mode leaks whatever the augmentation: the culprit is the model path."""
-    f = _by_test(audit_input_path(_cfg(tiny_root, "model.norm=native"), augment="config", draws=1))
+    """BatchNorm in train mode leaks whatever the augmentation: the culprit is the model path.
+    With more than one lane `surgflow train` refuses such a config (padding would enter the
+    statistics), and the audit, which builds what training builds, says the same."""
+    f = _by_test(audit_input_path(_cfg(tiny_root, "model.norm=native", "train.batch_size=1"),
+                                  augment="config", draws=1))
     assert f["future"].leak and "model path" in f["future"].verdict
+    from surgflow.io_utils import SurgflowError
+
+    with pytest.raises(SurgflowError, match="frozen_bn or gn"):
+        audit_input_path(_cfg(tiny_root, "model.norm=native"), augment="config", draws=1)
 
 
 def test_offline_head_padding_is_masked(tiny_root):

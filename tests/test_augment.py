@@ -158,3 +158,110 @@ def test_colour_map_matches_torchvision():
             ref = TF.adjust_saturation(ref, float(params["saturation"][b]))
             ref = ref + params["rgb_shift"][b].view(3, 1, 1)
             torch.testing.assert_close(out[b, k], ref.clamp(0, 1), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------ AppearanceAugment (issue 20)
+def _appearance(**kw):
+    from surgflow.data.augment import AppearanceAugment
+
+    return AppearanceAugment(**{"p_vignetting": 1.0, "p_blur": 1.0, **kw})
+
+
+def _video(B=2, T=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (0.2 + 0.6 * torch.rand(B, T, 3, 12, 16, generator=g)).clamp(0, 1)
+
+
+def test_appearance_is_causal():
+    """Frames after t replaced: outputs at frames <= t unchanged under the same random draws
+    (contrast towards each frame's own mean, blur and vignetting spatial only, drift by frame index)."""
+    x = _video()
+    y = x.clone()
+    y[:, 6:] = torch.rand_like(y[:, 6:])
+    a = _appearance()(x, torch.Generator().manual_seed(1), new_video=torch.ones(2, dtype=torch.bool),
+                      starts=torch.tensor([0, 40]))
+    b = _appearance()(y, torch.Generator().manual_seed(1), new_video=torch.ones(2, dtype=torch.bool),
+                      starts=torch.tensor([0, 40]))
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+    assert (a - x).abs().amax() > 0.02  # it does change the frames
+
+
+def test_appearance_is_consistent_over_the_chunks_of_a_video():
+    """A lane's video in two chunks (new_video then not) = the whole video in one call; a lane that
+    starts a new video gets new parameters."""
+    x = _video(T=10)
+    full = _appearance()(x, torch.Generator().manual_seed(3), new_video=torch.ones(2, dtype=torch.bool),
+                         starts=torch.tensor([0, 0]))
+    aug = _appearance()
+    first = aug(x[:, :4], torch.Generator().manual_seed(3), new_video=torch.ones(2, dtype=torch.bool),
+                starts=torch.tensor([0, 0]))
+    second = aug(x[:, 4:], torch.Generator().manual_seed(99), new_video=torch.tensor([False, True]),
+                 starts=torch.tensor([4, 4]))
+    torch.testing.assert_close(torch.cat([first, second], 1)[0], full[0], rtol=0, atol=1e-6)
+    assert not torch.allclose(second[1], full[1, 4:], atol=1e-3)  # lane 1 started another video
+    # without new_video (clips): every call draws, one set per sequence
+    c1, c2 = aug(x[:, :4], torch.Generator().manual_seed(5)), aug(x[:, :4], torch.Generator().manual_seed(6))
+    assert not torch.allclose(c1, c2, atol=1e-3)
+
+
+def test_appearance_is_off_by_default_and_built_from_the_config():
+    from surgflow.config import load_config
+    from surgflow.data.augment import AppearanceAugment, VideoAugment, build_augment
+
+    assert isinstance(build_augment(load_config(None)), ClipAugment)  # unchanged default
+    aug = build_augment(load_config(None, ["data.augment_appearance=0.5"]))
+    assert isinstance(aug, VideoAugment) and isinstance(aug.clip, ClipAugment)
+    assert isinstance(aug.appearance, AppearanceAugment) and aug.appearance.strength == 0.5
+    assert build_augment(load_config(None, ["data.augment=false"])) is None
+    x = _video()
+    torch.testing.assert_close(AppearanceAugment(strength=0.0)(x, torch.Generator().manual_seed(0)), x)
+
+
+def test_input_path_audit_stays_clean_with_appearance(tiny_root):
+    from surgflow.config import load_config
+    from surgflow.training.input_audit import audit_input_path
+
+    cfg = load_config(None, [
+        f"data.root={tiny_root}", "data.split=auto", "data.augment=true", "data.augment_appearance=1.0",
+        "model.backbone=test_resnet", "model.norm=gn", "model.hidden=16", "train.seq_len=6",
+        "train.batch_size=2", "train.device=cpu"])
+    findings = audit_input_path(cfg, augment="config", draws=2)
+    kinds = {f.kind for f in findings}
+    assert {"input_future", "input_padding"} <= kinds, [f.verdict for f in findings]
+    assert not any(f.leak for f in findings), [f.verdict for f in findings]
+    assert any("augmentation on" in f.verdict for f in findings)
+
+
+def test_input_path_audit_reaches_the_appearance_augmentation(tiny_root):
+    """The same audit flags a per-video augmentation that pools over time: the check above is real."""
+    from surgflow.config import load_config
+    from surgflow.data.augment import AppearanceAugment, VideoAugment
+    from surgflow.training.input_audit import audit_input_path
+
+    class PooledOverTime(AppearanceAugment):
+        def apply(self, frames, params, starts=None):
+            x = super().apply(frames, params, starts)
+            return (x + 0.1 * x.mean(1, keepdim=True)).clamp(0, 1)
+
+    cfg = load_config(None, [
+        f"data.root={tiny_root}", "data.split=auto", "model.backbone=test_resnet", "model.norm=gn",
+        "model.hidden=16", "train.seq_len=6", "train.batch_size=2", "train.device=cpu"])
+    f = {x.kind: x for x in audit_input_path(cfg, augment=VideoAugment(None, PooledOverTime()), draws=1)}
+    assert f["input_future"].leak and "augmentation (VideoAugment)" in f["input_future"].verdict
+
+
+def test_appearance_colour_step_matches_the_naive_formula():
+    """Colour map (saturation, hue, gains), then contrast towards each frame's own mean grey of the
+    mapped frame, as the docstring says (the implementation folds both into one affine map)."""
+    from surgflow.data.augment import _GRAY, AppearanceAugment
+
+    aug = AppearanceAugment(vignetting=0.0, blur=0.0, drift=0.0)
+    x = _video(B=3, T=4)
+    p = aug.sample_params(3, torch.Generator().manual_seed(4))
+    M = AppearanceAugment._color_matrix(p).float()
+    y = torch.einsum("bij,btjhw->btihw", M, x)
+    grey = (y * torch.tensor(_GRAY)[None, None, :, None, None]).sum(2, keepdim=True).mean((3, 4), keepdim=True)
+    fc = p["contrast"].float().view(3, 1, 1, 1, 1)
+    torch.testing.assert_close(aug.apply(x, p), (fc * y + (1 - fc) * grey).clamp(0, 1), rtol=0, atol=1e-5)
+    assert not torch.allclose(M, torch.eye(3).expand(3, 3, 3), atol=1e-2)  # it is not the identity

@@ -70,6 +70,15 @@ def test_quick_experiment(tmp_path, capsys):
     assert base["constant_h"]["outMAE"] == 0.0 and base["constant_h"]["inMAE"] > 0
     assert base["constant_h"]["wMAE"] == pytest.approx(base["constant_h"]["inMAE"] / 2, abs=0.2)
     assert "no frames: constant h" in md and f"{base['constant_h']['wMAE']:.3f}" in md
+    # the oracle-phase prior is scored too, and every honest model is compared with every baseline
+    assert set(base) == {"constant_h", "train_mean", "phase_prior"} and "oracle phase" in md
+    vs = res["honest_vs_baselines"]
+    assert set(vs) == {f"{r} - {b}: wMAE" for r in ("bn", "frozen_bn", "bn_free") for b in base}
+    p = vs["bn_free - constant_h: wMAE"]
+    assert p["differences"] == pytest.approx([res["rows"]["bn_free"]["wMAE"]["values"][0]
+                                              - base["constant_h"]["wMAE"]])
+    assert p["beats"] is False  # one seed: no interval, so no claim
+    assert "## Honest models against predictions that read no frames" in md
     assert "carry_hidden" in md and "horizon" in md and "test_resnet" in md
     # real trainer and evaluator outputs exist
     assert (out / "runs" / "seed0" / "bn" / "checkpoints" / "last.pt").is_file()

@@ -120,3 +120,134 @@ def test_one_checkpoint_flag_with_the_old_spelling_deprecated(capsys):
         assert capsys.readouterr().err == ""
         assert p.parse_args(positionals + extra + ["--which", "last"]).checkpoint == "last"
         assert "--which is deprecated; use --checkpoint" in capsys.readouterr().err
+
+
+def test_printed_next_commands_are_shell_quoted(tmp_path, monkeypatch, capsys):
+    """The "next:" line of synth and train pastes into a shell as is, spaces in the path included."""
+    import shlex
+
+    import surgflow.data.synth
+    import surgflow.training.trainer
+
+    monkeypatch.setattr(surgflow.data.synth, "synthesize", lambda *a, **k: [])
+    raw = tmp_path / "my raw data"
+    assert cli.main(["synth", str(raw), "--videos", "1"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("next: ")]
+    assert shlex.split(line[6:])[:4] == ["surgflow", "prepare", "cholec80", str(raw)], line
+
+    run = tmp_path / "run a"
+    monkeypatch.setattr(surgflow.training.trainer, "train", lambda cfg, out, **k: {
+        "best_metric": {}, "stopped": "done", "step": 1, "epoch": 1, "train": {}, "val": {},
+        "last": str(out / "checkpoints/last.pt"), "best": str(out / "checkpoints/best.pt")})
+    assert cli.main(["train", "synthetic_phase_tiny", "--out", str(run)]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("next: ")]
+    assert shlex.split(line[6:]) == ["surgflow", "eval", str(run)], line
+
+
+class _Store:
+    """A prepared store as evaluate_run reads it: one 6-frame video at `fps` and (H, W) `size`."""
+
+    def __init__(self, fps, size):
+        import numpy as np
+
+        from surgflow.labels import CHOLEC80_PHASES, CHOLEC80_TOOLS
+
+        self.fps, self.size, self.videos = float(fps), tuple(size), ["video01"]
+        self.phase_names, self.tool_names = list(CHOLEC80_PHASES), list(CHOLEC80_TOOLS)
+        self._frames = np.random.default_rng(0).integers(0, 256, (6, *size, 3), dtype=np.uint8)
+
+    def num_frames(self, v):
+        return 6
+
+    def read_frames(self, v, start, stop):
+        return self._frames[start:stop]
+
+    def phase(self, v):
+        import numpy as np
+
+        return np.array([0, 0, 1, 1, 2, 2])
+
+    def tools(self, v):
+        import numpy as np
+
+        return (np.arange(6 * 7).reshape(6, 7) % 3 == 0).astype(np.float32)
+
+    def anticipation(self, v, horizon, instruments):
+        from surgflow.data.targets import anticipation_targets
+
+        cols = [self.tool_names.index(i) for i in instruments]
+        return anticipation_targets(self.tools(v)[:, cols] > 0.5, self.fps, horizon)
+
+
+def _fake_store(monkeypatch, fps, size):
+    import surgflow.data.store
+
+    monkeypatch.setattr(surgflow.data.store, "PreparedDataset",
+                        lambda root, split="all", subset=None, **_kw: _Store(fps, size))
+
+
+@pytest.mark.parametrize("store_fps, store_size, expect", [
+    (5.0, (32, 56), ["5 fps (the run: 1 fps)", "--fps 1"]),            # 1-fps model, 5-fps store
+    (1.0, (64, 64), ["64x64 frames (the run: 56x32)", "--size 56x32"]),  # another frame size
+])
+def test_eval_refuses_a_store_at_another_rate_or_size(tmp_path, monkeypatch, capsys,
+                                                      store_fps, store_size, expect):
+    from _helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "c.pt", size=(32, 56), fps=1.0)
+    _fake_store(monkeypatch, store_fps, store_size)
+    out = tmp_path / "ev"
+    assert cli.main(["eval", str(ckpt), "--data-root", str(tmp_path / "store"), "--split", "train",
+                     "--out", str(out), "--device", "cpu", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert all(e in err for e in expect) and "--data-root" in err, err
+    assert not (out / "predictions" / "fps.json").exists()
+    # a store like the run's is evaluated, and fps.json carries the store's rate
+    _fake_store(monkeypatch, 1.0, (32, 56))
+    assert cli.main(["eval", str(ckpt), "--data-root", str(tmp_path / "store"), "--split", "train",
+                     "--out", str(out), "--device", "cpu", "--no-plots"]) == 0
+    import json
+
+    assert json.loads((out / "predictions" / "fps.json").read_text())["fps"] == 1.0
+
+
+def test_eval_disk_full_while_plotting_is_a_message(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from _helpers import make_checkpoint
+
+    from surgflow.evaluation import plots
+
+    ckpt = make_checkpoint(tmp_path / "c.pt", size=(32, 56), fps=1.0)
+    _fake_store(monkeypatch, 1.0, (32, 56))
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", f"{path.parent}/.{path.name}.x1.tmp")
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", full)
+    out = tmp_path / "ev"
+    assert cli.main(["eval", str(ckpt), "--data-root", str(tmp_path / "store"), "--split", "train",
+                     "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"disk full while writing {out / 'plots'}/ribbon_video01.png" in err, err
+    assert "GB free" in err and "Traceback" not in err, err
+
+
+def test_eval_prints_shell_quoted_commands(tmp_path, monkeypatch, capsys):
+    """The re-score and view commands that eval prints paste into a shell, spaces included."""
+    import shlex
+
+    from _helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "c.pt", size=(32, 56), fps=1.0)
+    _fake_store(monkeypatch, 1.0, (32, 56))
+    out = tmp_path / "my eval"
+    assert cli.main(["eval", str(ckpt), "--data-root", str(tmp_path / "store"), "--split", "train",
+                     "--out", str(out), "--device", "cpu", "--no-plots"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (rescore,) = [ln.split("re-score with: ", 1)[1] for ln in lines if "re-score with: " in ln]
+    words = shlex.split(rescore)
+    assert words[words.index("--gt") + 1] == str(out / "ground_truth"), rescore
+    assert words[words.index("--pred") + 1] == str(out / "predictions"), rescore
+    (view,) = [ln.split("frames: ", 1)[1] for ln in lines if "browse predictions" in ln]
+    assert shlex.split(view) == ["surgflow", "view", str(out)], view

@@ -77,3 +77,42 @@ def test_every_preset_loads():
         assert a.task.tasks == ["anticipation"] and a.task.horizon == h and a.train.epochs == 300
         assert len(a.task.instruments) == 5 and a.data.split == "cholec80_anticipation"
         assert a.train.best_metric == "val/wMAE"
+
+
+@pytest.mark.parametrize("text, line, first", [
+    ("name: a\ntrain:\n  epochs: 4\n  lr: 1.0e-3\n  epochs: 40\n", 5, 3),  # inside a section
+    ("train:\n  epochs: 4\nname: a\ntrain:\n  lr: 1.0e-3\n", 4, 1),      # a whole section twice
+])
+def test_duplicate_yaml_key_is_refused_naming_the_line(tmp_path, text, line, first):
+    p = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and f"line {line}:" in msg and f"first given on line {first}" in msg, msg
+
+
+def test_duplicate_key_in_a_parent_config_names_the_parent(tmp_path):
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("model:\n  hidden: 8\n  hidden: 16\n")
+    child = _write(tmp_path, "extends: parent.yaml\nname: child\n")
+    with pytest.raises(ConfigError, match=r"parent\.yaml: line 3: duplicate key 'hidden'"):
+        load_config(child)
+
+
+def test_override_typo_is_blamed_on_the_command_line_not_the_file(tmp_path, capsys):
+    from surgflow.cli import main
+
+    p = _write(tmp_path, "train:\n  epochs: 2\n")
+    for bad, key in (("train.epohcs=2", "train.epohcs"), ("train.optimizer=adam", "train.optimizer")):
+        with pytest.raises(ConfigError) as e:
+            load_config(p, ["train.lr=1e-3", bad])
+        msg = str(e.value)
+        assert msg.startswith(f"command-line override --set {bad}: ") and key in msg, msg
+        assert str(p) not in msg and "train.lr=1e-3" not in msg, msg
+        assert main(["configs", "synthetic_phase_tiny", "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--set {bad}" in err and "synthetic_phase_tiny.yaml" not in err, err
+    # a bad value written in the file is still the file's
+    p = _write(tmp_path, "train:\n  optimizer: adam\n")
+    with pytest.raises(ConfigError, match=rf"^{p}: train.optimizer"):
+        load_config(p, ["train.lr=1e-3"])

@@ -54,6 +54,18 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     ds = PreparedDataset(out / "data" / "prepared")
     assert ds.size == (36, 64)
     assert ds.read_frames(ds.videos[0], 0, 1).shape == (1, 36, 64, 3)
+    # the conclusion is drawn on the realistic profile, and the report says so; raw videos of
+    # another profile or seed are not reused by a later demo in the same folder
+    from dataclasses import replace
+
+    from surgflow.experiments.demo import QUICK, _raw_matches
+
+    raw = out / "data" / "raw"
+    assert json.loads((raw / "synth.json").read_text())["profile"]["name"] == "realistic"
+    assert "profile `realistic`" in md
+    assert _raw_matches(raw, QUICK, 0)
+    assert not _raw_matches(raw, replace(QUICK, profile="clean"), 0)
+    assert not _raw_matches(raw, QUICK, 1)
 
 
 def test_demo_refuses_a_folder_with_other_files(tmp_path, capsys):

@@ -132,9 +132,9 @@ def _patch_run(monkeypatch, ds):
         class train:
             seq_len = 4
 
-    monkeypatch.setattr(ckpt, "load_model", lambda run, which="best", device="cpu":
+    monkeypatch.setattr(ckpt, "load_model", lambda run, which="best", device="cpu", **_kw:
                         (_trained_bn_model().eval(), Cfg, dict(META)))
-    monkeypatch.setattr(store, "PreparedDataset", lambda root, split="all", subset=None: ds)
+    monkeypatch.setattr(store, "PreparedDataset", lambda root, split="all", subset=None, **_kw: ds)
 
 
 def test_evaluate_run_writes_rescorable_files(tmp_path, monkeypatch, capsys):

@@ -86,3 +86,48 @@ def test_tcn_export_and_offline_refusal(tmp_path, capsys):
     assert not (tmp_path / "b.onnx").exists()
     assert main(["export", str(tmp_path / "tcn.pt"), "--onnx", str(tmp_path / "x.pt")]) == 2
     assert ".onnx" in capsys.readouterr().err
+
+
+def test_disk_full_during_export_is_a_message_without_the_fallbacks_error(tmp_path, monkeypatch,
+                                                                          capsys):
+    """ENOSPC while the exporter writes: a disk-full message naming the folder and free space,
+    not 'ONNX export failed' with the dynamo fallback's unrelated "No module named 'onnxscript'"."""
+    import errno
+
+    import torch
+
+    def full(model, args, f, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    ckpt = make_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(out), "--verify-frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full while writing" in err and str(out.parent) in err and "free" in err, err
+    assert "onnxscript" not in err and "export failed" not in err, err
+    assert not out.exists() and not list(out.parent.glob(".*.tmp"))
+
+
+def test_example_samples_variable_rate_video_like_prepare():
+    """examples/onnx_stream.py keeps its own copy of the sampling rule (it imports no surgflow):
+    on variable-rate timestamps it picks the same frame for every target as
+    surgflow.data.video.sample_by_timestamp."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from surgflow.data.video import sample_by_timestamp
+
+    spec = importlib.util.spec_from_file_location("onnx_stream", ROOT / "examples" / "onnx_stream.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    pts = np.cumsum([0] + list(np.random.default_rng(1).choice([20, 40, 60], 99)))  # ms
+    frames = [SimpleNamespace(pts=int(p)) for p in pts]
+    rate = Fraction(len(pts) - 1, int(pts[-1])) * 1000
+    stream = SimpleNamespace(average_rate=rate, guessed_rate=None, base_rate=None,
+                             time_base=Fraction(1, 1000))
+    container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), decode=lambda s: iter(frames))
+    for fps in (1, 5, 10, 30):
+        ours = [(i, f.pts) for i, f in example.sampled_frames(container, fps)]
+        ref = [(i, f.pts) for i, f in sample_by_timestamp(frames, Fraction(1, 1000), rate, fps)]
+        assert ours == ref, fps

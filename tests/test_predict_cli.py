@@ -201,3 +201,27 @@ def test_overlay_holds_predictions_at_the_source_rate(ckpt, synthetic_raw, tmp_p
     assert "--gt" in capsys.readouterr().err
     assert main(["predict", str(ckpt), str(video), "--gt", str(gt)]) == 2
     assert "add --render" in capsys.readouterr().err
+
+
+def test_render_disk_full_is_a_message_and_keeps_the_predictions(ckpt, synthetic_raw, tmp_path,
+                                                                 monkeypatch, capsys):
+    """ENOSPC while the overlay is written: not 'decoding stopped' or a traceback, but a disk-full
+    message naming the overlay and free space; the predictions made are written, no temp file."""
+    import errno
+
+    from surgflow.online import render
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(render.OverlayRenderer, "write", full)
+    video = Path(synthetic_raw) / "videos" / "video01.mp4"
+    overlay = tmp_path / "ov" / "o.mp4"
+    rc = main(["predict", str(ckpt), str(video), "--out", str(tmp_path / "pred"), "--render",
+               str(overlay), "--max-frames", "3"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"disk full while writing {overlay}" in err and "free" in err, err
+    assert "decoding stopped" not in err, err
+    assert (tmp_path / "pred" / "video01-phase.txt").is_file()
+    assert not overlay.exists() and not list(overlay.parent.glob(".*"))

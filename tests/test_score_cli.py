@@ -185,3 +185,94 @@ def test_gt_only_and_corrected_relaxed(phase_dirs, tmp_path, capsys):
     assert res["video"]["precision"]["mean"] == pytest.approx(direct["video"]["precision"]["mean"])
     v1 = res["per_video"]["video01"]["macro_phases"]
     assert set(v1) == {CHOLEC80_PHASES[i] for i in np.unique(gts["video01"])}
+
+
+def _write_fps(d, fps):
+    (d / "fps.json").write_text(json.dumps({"fps": fps}))
+
+
+def test_1fps_gt_without_sidecar_names_gt_fps_and_truncate_refuses(tmp_path, capsys):
+    """AutoLaparo-like 1-fps ground truth (no fps.json) against eval-style predictions (fps.json 1):
+    read at the default 25 fps, the lengths differ by the rate factor: the message names
+    `--gt-fps 1`, --truncate refuses (it scored 5 misaligned frames), --gt-fps 1 scores all."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(); pred_dir.mkdir()
+    g = np.repeat(np.arange(6), 20)  # 120 rows at 1 fps
+    p = g.copy(); p[::12] = (p[::12] + 1) % 7  # 110/120 correct
+    _write_pred(gt_dir / "video01-phase.txt", g)
+    _write_pred(pred_dir / "video01-phase.txt", p)
+    _write_fps(pred_dir, 1.0)
+    args = ["score", "phase", "--gt", str(gt_dir), "--pred", str(pred_dir)]
+    for extra in ([], ["--truncate"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert "`--gt-fps 1`" in err and "frame-rate factor" in err, err
+        assert ("--truncate refuses" in err) == bool(extra), err
+    out = tmp_path / "s.json"
+    assert main(args + ["--gt-fps", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["video"]["accuracy"]["mean"] == pytest.approx(100 * 110 / 120)
+
+
+def test_5fps_pred_without_sidecar_names_fps_ratio(tmp_path, capsys):
+    """5-fps predictions (193 rows) without fps.json against 25-fps ground truth (39 rows at 1 fps):
+    '193/39 = 4.95 ~ 5 ... pass `--fps 5`'; --truncate refuses; --fps 5 scores a perfect 100."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir(); pred_dir.mkdir()
+    gt25 = np.repeat(np.arange(5), 193)  # 965 rows at 25 fps
+    gt_dir.joinpath("video01-phase.txt").write_text("Frame\tPhase\n" + "".join(
+        f"{i}\t{CHOLEC80_PHASES[x]}\n" for i, x in enumerate(gt25)))
+    _write_pred(pred_dir / "video01-phase.txt", gt25[::5])
+    args = ["score", "phase", "--gt", str(gt_dir), "--pred", str(pred_dir)]
+    for extra in ([], ["--truncate"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert "193/39 = 4.95 ~ 5" in err and "`--fps 5`" in err, err
+    out = tmp_path / "s.json"
+    assert main(args + ["--fps", "5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["video"]["accuracy"]["mean"] == 100.0
+    # --gt-fps 1 on these 25-fps rows (1-fps predictions): the rate is named, not a length error
+    _write_pred(pred_dir / "video01-phase.txt", gt25[::25])
+    assert main(args + ["--gt-fps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "25-fps rows, not 1 fps (--gt-fps)" in err and "`--gt-fps 25`" in err, err
+    # both rates stated: --truncate is the user's explicit call (scored, with a note)
+    assert main(args + ["--gt-fps", "1", "--fps", "1", "--truncate"]) == 0
+    assert "truncated as asked" in capsys.readouterr().out
+
+
+def test_few_frames_difference_is_not_a_rate_mismatch():
+    from surgflow.evaluation.rates import Rates, rate_mismatch
+
+    r = Rates(25.0, 1.0, "default", "default")
+    assert rate_mismatch("v", 2500, 100, 98, r) is None  # ffmpeg rounding: a length error
+    assert rate_mismatch("v", 2500, 100, 200, r) is None  # 2 fps does not divide 25 fps
+
+
+def test_unwritable_json_or_plots_path_is_a_message_before_scoring(phase_dirs, tmp_path, capsys):
+    gt_dir, pred_dir, _, _ = phase_dirs
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    args = ["score", "phase", "--gt", str(gt_dir), "--pred", str(pred_dir)]
+    for extra, flag in ((["--json", str(blocker / "s.json")], "--json"),
+                        (["--json", str(tmp_path)], "--json"),
+                        (["--plots", str(blocker / "plots")], "--plots"),
+                        (["--plots", str(blocker)], "--plots")):
+        assert main(args + extra) == 2, extra
+        cap = capsys.readouterr()
+        assert cap.err.startswith(f"surgflow score: error: {flag} ") and "Traceback" not in cap.err
+        assert "scores" not in cap.out  # refused before scoring and printing
+
+
+def test_score_into_a_closed_pipe_exits_quietly(phase_dirs):
+    """`surgflow score ... | head`: exit 141 (as SIGPIPE would) with nothing on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    gt_dir, pred_dir, _, _ = phase_dirs
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written
+    proc = subprocess.run([sys.executable, "-m", "surgflow", "score", "phase", "--gt", str(gt_dir),
+                           "--pred", str(pred_dir)], stdout=w, stderr=subprocess.PIPE, timeout=120)
+    os.close(w)
+    assert proc.returncode == 141 and proc.stderr == b"", proc.stderr.decode()

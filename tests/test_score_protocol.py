@@ -310,3 +310,100 @@ def test_anticipation_baselines_on_a_golden_sequence():
     assert r["constant_h"]["inMAE"] == pytest.approx((0.5 + 0.75) / 2)
     assert r["train_mean"]["outMAE"] == pytest.approx(0.5)
     assert r["train_mean"]["inMAE"] == pytest.approx((0.0 + 0.25) / 2)
+
+
+def test_pmae_tolerance_stated_in_the_json_protocol(tmp_path, capsys):
+    from surgflow.labels import ANTICIPATION_INSTRUMENTS
+
+    tools, pred = tmp_path / "tools", tmp_path / "pred"
+    presence = np.zeros((40, len(CHOLEC80_TOOLS)), dtype=int)
+    presence[30:, :] = 1
+    _tools_file(tools / "video01-tool.txt", presence, frame_step=25)
+    _antic_pred(pred / "video01-anticipation.txt", np.full((40, 5), 0.3), list(ANTICIPATION_INSTRUMENTS))
+    out = tmp_path / "s.json"
+    assert main(["score", "anticipation", "--tools", str(tools), "--pred", str(pred),
+                 "--horizon", "3", "--json", str(out)]) == 0
+    p = json.loads(out.read_text())["protocol"]
+    assert "1e-9" in p["selections"]["pMAE"] and "1e-9 h" in p["pmae_tolerance"], p
+
+
+def test_paper_presets_use_the_papers_wmae_and_eval_states_it():
+    from surgflow.config import CHOICES, load_config
+
+    assert tuple(CHOICES["task.wmae"]) == am.WMAE_CONVENTIONS
+    assert load_config(None).task.wmae == "per_instrument"
+    for preset in ("cholec80_anticipation_h3", "cholec80_anticipation_h5"):
+        assert load_config(preset).task.wmae == "pitfalls_bn", preset
+    # eval scores with the run's convention and its table/JSON say which
+    preds = {"v": {"anticipation_min": np.array([[2.0, 3.5], [1.0, 3.5], [1.0, 3.5]]),
+                   "gt_anticipation": np.array([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]])}}
+    meta = {"phase_names": CHOLEC80_PHASES, "tool_names": CHOLEC80_TOOLS, "instruments": ["a", "b"],
+            "horizon": 3.0, "fps": 1.0, "size": [8, 8], "preprocess": {}, "dataset_root": "",
+            "split": "all", "causal": True}
+    res = runner.score_predictions(preds, meta, 1.0, "test", False, wmae="pitfalls_bn")["anticipation"]
+    assert res["mean"]["wMAE"] == pytest.approx((1.0 + (2.0 + 0.5) / 2) / 2)
+    assert res["protocol"]["wmae_convention"].startswith("pitfalls_bn")
+    assert "wMAE mean: pitfalls_bn" in score.format_table(res)
+    assert "not the BN-pitfalls meter" in score.WMAE_DESCRIPTION["per_instrument"]
+
+
+def test_cheating_report_states_its_wmae_convention():
+    from surgflow.experiments import cheating_report
+
+    assert cheating_report._wmae_convention().startswith("per_instrument")
+    assert cheating_report._wmae_convention() == score.WMAE_DESCRIPTION["per_instrument"]
+
+
+def test_phase_prior_baseline_uses_the_true_phase_of_each_test_frame():
+    """phase_prior predicts each instrument's mean training target of the frame's TRUE phase; an
+    unlabelled frame (-1) and a phase unseen in training get the overall training mean."""
+    import numpy as np
+
+    from surgflow.evaluation.score import anticipation_baselines
+
+    h = 1.0
+    train_y = np.array([[0.2], [0.4], [1.0], [1.0]])  # phase 0: mean 0.3; phase 1: mean 1.0
+    train_p = np.array([0, 0, 1, 1])
+    test_y = np.array([[0.5], [1.0], [0.25], [0.75]])
+    test_p = np.array([0, 1, 2, -1])  # phase 2 unseen in training, -1 unlabelled
+    r = anticipation_baselines({"a": train_y, "t": test_y}, ["a"], ["t"], ["Clipper"], h,
+                               phases={"a": train_p, "t": test_p})
+    overall = train_y.mean()  # 0.65
+    # in-horizon frames: 0.5 (pred 0.3), 0.25 (pred overall), 0.75 (pred overall)
+    assert r["phase_prior"]["inMAE"] == pytest.approx((0.2 + abs(0.25 - overall) + abs(0.75 - overall)) / 3)
+    assert r["phase_prior"]["outMAE"] == pytest.approx(0.0)  # y = h in phase 1, predicted 1.0
+    assert set(r) == {"constant_h", "train_mean", "phase_prior"}
+    assert "phase_prior" not in anticipation_baselines({"a": train_y, "t": test_y}, ["a"], ["t"],
+                                                       ["Clipper"], h)
+
+
+def test_validation_wmae_follows_the_configured_convention(monkeypatch):
+    """val/wMAE (what picks best.pt) uses task.wmae, the convention eval reports for the run."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from surgflow.config import load_config
+    from surgflow.evaluation.anticipation_metrics import anticipation_scores
+    from surgflow.training import validation
+    from surgflow.training.runtime import Runtime
+
+    rng = np.random.default_rng(0)
+    inst = ["Bipolar", "Clipper"]
+    # instrument 0 has in- and out-of-horizon frames, instrument 1 only in-horizon ones: the two
+    # conventions then give different means
+    gt = {"v1": np.stack([np.r_[np.full(5, 3.0), rng.uniform(0.1, 2.9, 5)],
+                          rng.uniform(0.1, 2.9, 10)], 1)}
+    pred = {"v1": np.clip(gt["v1"] + rng.normal(0, 0.5, gt["v1"].shape), 0, 3)}
+    fake = {"v1": {"loss_sum": 1.0, "n": 10, "correct": 0, "labelled": 0, "phase": None,
+                   "antic": (gt["v1"], pred["v1"])}}
+    monkeypatch.setattr(validation, "_validate_videos", lambda *a: fake)
+    rt, ds, model = Runtime(device=torch.device("cpu")), SimpleNamespace(videos=["v1"]), torch.nn.Linear(1, 1)
+    got = {}
+    for conv in ("per_instrument", "pitfalls_bn"):
+        cfg = load_config(None, ["task.tasks=[anticipation]", f"task.wmae={conv}", "task.horizon=3"])
+        got[conv] = validation.validate(model, ds, cfg, rt, inst)["val/wMAE"]
+        want = anticipation_scores(gt, pred, inst, 3.0, wmae=conv)["mean"]["wMAE"]
+        assert got[conv] == pytest.approx(want)
+    assert got["per_instrument"] != pytest.approx(got["pitfalls_bn"])

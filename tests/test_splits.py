@@ -82,3 +82,25 @@ def test_mstcn_bundle(tmp_path):
     (tmp_path / "test.split1.bundle").write_text("c.txt\n")
     s = resolve_split(str(tmp_path / "test.split1.bundle"), ["a", "b", "c"])
     assert s == {"train": ["a", "b"], "val": [], "test": ["c"]}
+
+
+def test_missing_videos_leave_holes_in_positional_splits_and_are_named_elsewhere(tmp_path):
+    from surgflow.data.splits import split_holes
+
+    v = [f"video{i:02d}" for i in range(1, 13)]
+    full = resolve_split("auto", v)
+    gone = {"video05": "prepare failed: corrupt", "video11": "prepare failed: no labels"}
+    avail = [x for x in v if x not in gone]
+    s, holes = split_holes("auto", avail, gone)
+    assert holes == {"video05": "train", "video11": "test"}
+    assert s == {k: [x for x in full[k] if x not in gone] for k in full}  # nobody else moves
+    assert resolve_split("auto", avail, gone) == s
+    assert resolve_split("all", avail, gone)["train"] == avail
+    # a split that names a missing video refuses and says why it is missing
+    with pytest.raises(SurgflowError, match=r"split 'cholec80_40_8_32' needs 1 video.*video05 "
+                       r"\(train\): prepare failed: corrupt"):
+        resolve_split("cholec80_40_8_32", [x for x in CHOLEC if x != "video05"], gone)
+    f = tmp_path / "s.yaml"
+    f.write_text("train: [video01, video11]\n")
+    with pytest.raises(SurgflowError, match=r"video11 \(train\): prepare failed: no labels"):
+        resolve_split(str(f), avail, gone)

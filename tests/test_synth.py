@@ -150,3 +150,173 @@ def test_cli(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "s/videos/video01.mp4").stat().st_size > 0
     assert "wrote 1 synthetic videos" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ profiles (issue 20)
+# Fingerprint of the data of seed 3 (2 videos, 64x48, 30-31 s) made by the generator BEFORE profiles
+# existed: sha256 of the raw rgb frames handed to the encoder, in order, and of the annotation files.
+_CLEAN_FRAMES = "3a878c5076672297743c7d813cb1429d2c6d22886fa015d9e8d3299363976899"
+_CLEAN_LABELS = {
+    "phase_annotations/video01-phase.txt": "73c918683ec2888d0a5cf8b577e58c2f6cb5650bdd5cafd617023f6536e9b2ca",
+    "phase_annotations/video02-phase.txt": "3660d213cff6ae1865d92c8ab0f90797bbef1c80e3690db601757c0f64abafcf",
+    "tool_annotations/video01-tool.txt": "0de0be55141db0636a78e6979efb60f83c3428fd935d0a31bb500153570bbc49",
+    "tool_annotations/video02-tool.txt": "afd1040c4c148b0db25abf36ac7e7fd518473cc8e1781b47896944ea178c7b13",
+}
+
+
+def test_clean_profile_reproduces_the_data_of_before_profiles(tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    import av
+
+    digest, encode = hashlib.sha256(), av.VideoFrame.from_ndarray
+
+    def spy(arr, format):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+        return encode(arr, format=format)
+
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", spy)
+    out = tmp_path / "s"
+    synthesize(out, videos=2, seed=3, width=64, height=48, min_seconds=30, max_seconds=31,
+               workers=1, profile="clean")
+    assert digest.hexdigest() == _CLEAN_FRAMES
+    for rel, h in _CLEAN_LABELS.items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == h, rel
+    meta = json.loads((out / "synth.json").read_text())  # what the set was made from
+    assert meta["profile"]["name"] == "clean" and meta["seed"] == 3 and meta["size_hw"] == [48, 64]
+
+
+def _plans(profile, n=40, seconds=150.0):
+    from surgflow.data.synth import VARIATION_STREAM, get_profile, make_plan
+
+    prof = get_profile(profile)
+    return [make_plan(np.random.default_rng([5, i]), seconds, prof,
+                      np.random.default_rng([5, i, VARIATION_STREAM])) for i in range(n)]
+
+
+def test_realistic_phase_durations_are_as_unequal_as_cholec80():
+    def shares(profile):
+        return np.mean([np.bincount(p.phase, minlength=7) / p.frames for p in _plans(profile)], 0)
+
+    real, clean = shares("realistic"), shares("clean")
+    assert real[2] < 0.08 < 0.12 < clean[2], (real, clean)  # ClippingCutting: a few percent
+    assert set(np.argsort(real)[-2:].tolist()) == {1, 3} and real[1] + real[3] > 0.6, real
+    assert shares("hard")[2] < 0.08
+
+
+def test_realistic_uses_instruments_outside_their_phase():
+    from surgflow.data.synth import _HOME_PHASES, TOOL_IDX
+
+    def off_phase(plans):
+        n = 0
+        for p in plans:
+            sec = p.phase[::25]
+            n += any(bool((p.tools[:, TOOL_IDX[t]] & ~np.isin(sec, home)).any())
+                     for t, home in _HOME_PHASES.items() if t not in ("Bipolar",))
+        return n / len(plans)
+
+    assert off_phase(_plans("clean", 20)) == 0.0
+    assert 0.3 < off_phase(_plans("realistic", 20)) < 1.0  # some videos, with a probability
+
+
+def _render(profile, vseed, plan_seed=1, size=(24, 40)):
+    from surgflow.data.synth import get_profile, make_plan
+    from surgflow.data.synth_render import render_frames
+
+    rng = np.random.default_rng([plan_seed, 1])
+    plan = make_plan(rng, 24.0)  # the same labels for every call
+    frames = render_frames(plan, rng, size[1], size[0], get_profile(profile),
+                           np.random.default_rng([vseed, 9]))
+    return np.stack([f.copy() for f in frames]).astype(np.float32), plan
+
+
+def test_appearance_varies_per_video_from_its_own_stream_not_from_the_labels():
+    """Same labels and tissue draws, three variation streams: clean frames are identical; realistic
+    ones differ per video in exposure and white balance (grey-world channel ratios)."""
+    clean = [_render("clean", s)[0] for s in range(3)]
+    assert all(np.array_equal(clean[0], c) for c in clean[1:])
+    real = [_render("realistic", s)[0] for s in range(3)]
+    ratio = np.array([np.log(r.mean((0, 1, 2)) / c.mean((0, 1, 2))) for r, c in zip(real, clean)])
+    assert np.ptp(ratio[:, 0] - ratio[:, 1]) > 0.03 or np.ptp(ratio[:, 2] - ratio[:, 1]) > 0.03, ratio
+    assert np.ptp(ratio.mean(1)) > 0.05, ratio  # exposure
+
+
+def test_hard_profile_has_smoke_blur_vignetting_and_zoom():
+    from surgflow.data.synth import PROFILES
+    from surgflow.data.synth_render import _look
+
+    lk = _look(PROFILES["hard"], np.random.default_rng(0), 25 * 180, 48, 64, 7)
+    assert (lk["smoke"] > 0.1).mean() > 0.05 and (lk["blur"][:, 0] >= 2).any()
+    assert lk["vig"][0, 0, 0] < 0.9 * lk["vig"][24, 32, 0]  # darker corners
+    assert lk["zoom"].max() > 1.1 and np.ptp(lk["gain"], 0).min() > 0.05  # drifting light
+
+
+def test_realistic_transitions_are_cross_fades_across_the_boundary():
+    from surgflow.data.synth import PROFILES
+    from surgflow.data.synth_render import transitions
+
+    phase = np.repeat([0, 1, 2], [300, 400, 300])
+    src, dst, alpha = transitions(phase, PROFILES["clean"], None)
+    assert (alpha[:300] == 256).all() and alpha[300] == 0 and (alpha[300:350] < 256).all()
+    src, dst, alpha = transitions(phase, PROFILES["realistic"], np.random.default_rng(0))
+    fade = np.flatnonzero(alpha < 256)
+    first = fade[fade < 500]
+    assert first.min() < 300 < first.max(), "the picture changes before the label does"
+    assert (np.diff(alpha[first]) > 0).all() and (src[first] == 0).all() and (dst[first] == 1).all()
+
+
+def test_realistic_set_prepares_with_the_cholec80_layout(tmp_path):
+    import json
+
+    from surgflow.data.prepare import prepare
+    from surgflow.data.store import PreparedDataset
+
+    raw = tmp_path / "raw"
+    synthesize(raw, videos=2, seed=2, width=64, height=48, min_seconds=30, max_seconds=32,
+               workers=1, profile="hard")
+    assert json.loads((raw / "synth.json").read_text())["profile"]["smoke"] > 0
+    res = prepare("cholec80", raw, tmp_path / "prep", fps=1.0, size=(32, 48), workers=1)
+    assert not res.failed, res.failed
+    ds = PreparedDataset(tmp_path / "prep")
+    assert len(ds.videos) == 2 and ds.tools(ds.videos[0]) is not None
+    with pytest.raises(SurgflowError, match="realistic"):
+        synthesize(tmp_path / "x", videos=1, profile="nope")
+
+
+def test_cli_profile_flag(tmp_path, capsys):
+    import json
+
+    from surgflow.cli import main
+
+    assert main(["synth", str(tmp_path / "s"), "--videos", "1", "--size", "64x48", "--min-seconds",
+                 "30", "--max-seconds", "30", "--workers", "1", "--profile", "realistic"]) == 0
+    assert "profile realistic" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s/synth.json").read_text())["profile"]["name"] == "realistic"
+
+
+def test_cross_fade_frames_are_blends_of_the_two_phases():
+    """Only the transition differs from clean (6 s fade, half of it before the boundary): frames
+    are identical to clean's outside the fades, and in the fade's first half (label still the old
+    phase, clean shows the old tissue) they depart from it in proportion to the blend weight."""
+    import dataclasses
+
+    from surgflow.data.synth import CLEAN, FPS, Plan
+    from surgflow.data.synth_render import render_frames, transitions
+
+    n = 20 * FPS
+    phase = np.repeat([0, 1], [n // 2, n - n // 2])
+    plan = Plan(frames=n, phase=phase, tools=np.zeros((-(-n // FPS), 7), bool),
+                precursor=np.zeros((n, 4), np.float32))
+    fade = dataclasses.replace(CLEAN, name="fade", fade_seconds=(6.0, 6.0), fade_lead=0.5)
+
+    def render(profile):
+        return np.stack([f.astype(np.float32) for f in render_frames(
+            plan, np.random.default_rng(0), 40, 24, profile, np.random.default_rng(1))])
+
+    diff = np.abs(render(fade) - render(CLEAN)).mean((1, 2, 3))
+    alpha = transitions(phase, fade, np.random.default_rng(1))[2]
+    start, b = n // 2 - 75, n // 2  # 6 s = 150 frames, 75 before the boundary
+    assert (diff[:start] == 0).all() and (diff[start + 150:] == 0).all()
+    lead = slice(start + 1, b)
+    assert (diff[lead] > 0).all() and np.corrcoef(alpha[lead], diff[lead])[0, 1] > 0.95

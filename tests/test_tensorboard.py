@@ -57,3 +57,43 @@ def test_tensorboard_tags_and_eval_scores(tiny_root, tmp_path):
     assert "test/phase/video/accuracy/mean" in test_tags, test_tags
     (ev,) = acc.Scalars("test/phase/video/accuracy/mean")
     assert ev.step == res["best_metric"]["step"] and 0.0 <= ev.value <= 100.0
+
+
+def test_eval_of_a_read_only_run_skips_tensorboard_with_a_note(tmp_path, monkeypatch, capsys):
+    """A colleague's run on a read-only share, evaluated with --out elsewhere: the TensorBoard hook
+    cannot write RUN/tb; eval completes (exit 0) with a note instead of a traceback."""
+    import errno
+    import json
+    import pathlib
+
+    import torch.utils.tensorboard
+
+    from _helpers import make_checkpoint
+    from test_cli_conventions import _fake_store
+
+    from surgflow.cli import main
+
+    run = tmp_path / "run"
+    (run / "tb").mkdir(parents=True)
+    make_checkpoint(run / "checkpoints" / "best.pt", size=(32, 56), fps=1.0)
+    _fake_store(monkeypatch, 1.0, (32, 56))
+    tb = str(run / "tb")
+    real_write, real_open = pathlib.Path.write_bytes, open
+
+    def read_only(path, *a, **k):
+        if str(path).startswith(tb):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_write(path, *a, **k)
+
+    def writer(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", tb)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", read_only)
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", writer)
+    out = tmp_path / "elsewhere"
+    assert main(["eval", str(run), "--data-root", str(tmp_path / "store"), "--split", "train",
+                 "--out", str(out), "--device", "cpu", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: cannot write to {tb} (Read-only file system)" in err, err
+    assert "not added to the run's TensorBoard" in err, err
+    assert json.loads((out / "scores.json").read_text())["scores"]["phase"]

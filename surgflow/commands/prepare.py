@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="verify an already prepared OUT "
                         "instead of preparing: every video complete (frame counts, checksums, none "
                         "failed), and every raw video of RAW_ROOT prepared from unchanged sources")
+    parser.add_argument("--full-hash", action="store_true",
+                        help="decide whether a raw video changed by its whole-file sha256 (reads "
+                        "every byte; with --check: verify, without: redo what differs) instead of "
+                        "size, mtime and first/last MiB, which miss a same-size change in the "
+                        "middle whose mtime was restored (`cp -p`, `rsync -a`)")
 
 
 def run(args) -> int:
@@ -35,21 +40,24 @@ def run(args) -> int:
 
     out = Path(args.out)
     if args.check:
-        problems = check(out, args.layout, args.raw_root)
+        problems = check(out, args.layout, args.raw_root, full_hash=args.full_hash)
+        flag = " --full-hash" if args.full_hash else ""
         if problems:
             print(f"{out}: {len(problems)} problem(s):", file=sys.stderr)
             for p in problems:
                 print(f"  {p}", file=sys.stderr)
-            print(f"fix: re-run `surgflow prepare {args.layout} {args.raw_root} {out}` (it redoes "
-                  f"exactly these videos)", file=sys.stderr)
+            print(f"fix: re-run `surgflow prepare {args.layout} {args.raw_root} {out}{flag}` (it "
+                  f"redoes exactly these videos; a changed raw video that is corrupt needs a good "
+                  f"copy first)", file=sys.stderr)
             return 1
-        print(f"{out}: OK (every video of {args.raw_root} prepared from unchanged sources; frame "
-              f"counts and checksums match)")
+        how = "whole-file sha256" if args.full_hash else "size, mtime and first/last MiB"
+        print(f"{out}: OK (every video of {args.raw_root} prepared from unchanged sources, "
+              f"compared by {how}; frame counts and checksums match)")
         return 0
     size = args.size  # (H, W)
     t0 = time.time()
     res = prepare(args.layout, args.raw_root, out, fps=args.fps, size=size, workers=args.workers,
-                  max_mismatch=args.max_mismatch, videos=args.videos)
+                  max_mismatch=args.max_mismatch, videos=args.videos, full_hash=args.full_hash)
     print_summary(res, out)
     for name in res.done:
         e = res.manifest["videos"][name]
@@ -60,6 +68,6 @@ def run(args) -> int:
     if res.failed:
         print(f"surgflow prepare: {len(res.failed)} video(s) failed (the others are prepared; "
               f"fix these and re-run the same command to resume):", file=sys.stderr)
-        print(format_failures(res.failed), file=sys.stderr)
+        print(format_failures(res.failed, res.manifest), file=sys.stderr)
         return 1
     return 0

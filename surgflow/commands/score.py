@@ -91,12 +91,28 @@ def phase_vocabulary(spec: str) -> list[str]:
     return parse_mapping(spec)
 
 
+def check_outputs(args) -> None:
+    """--json FILE (and the per-video tables beside it) and --plots DIR can be written."""
+    from surgflow.outputs import check_output_file, check_writable_dir
+
+    if args.json:
+        from pathlib import Path
+
+        path = Path(args.json)
+        check_output_file(path, "--json")
+        for ext in (".per_video.csv", ".per_video.md"):  # per_video.write_per_video's names
+            check_output_file(path.with_name(path.stem + ext), "--json")
+    if args.plots:
+        check_writable_dir(args.plots, "plots folder", "--plots", keep=False)
+
+
 def run(args) -> int:
     from surgflow.evaluation import files, per_video, plots, score
     from surgflow.io_utils import SurgflowError
 
     notes: list[str] = []
     written: list = []
+    check_outputs(args)  # before reading and scoring: a path that cannot be written is a message
     gt_dir = args.tools if args.score_task == "anticipation" else args.gt
     if args.score_task == "anticipation" and not args.horizon > 0:
         raise SurgflowError(f"--horizon must be a positive number of minutes (3 or 5 in the "

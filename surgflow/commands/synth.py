@@ -17,6 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=60.0, help="shortest video length")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="longest video length")
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
+    from surgflow.data.synth import PROFILES
+
+    parser.add_argument("--profile", choices=list(PROFILES), default="clean",
+                        help="variation independent of the labels (light, camera, smoke, instrument "
+                             "looks, Cholec80-like phase durations, cross-fades): clean = none, "
+                             "realistic ~ real laparoscopy, hard = more of everything; recorded "
+                             "in OUT/synth.json")
 
 
 def run(args) -> int:
@@ -32,8 +39,11 @@ def run(args) -> int:
     t0 = time.time()
     paths = synthesize(args.out, videos=args.videos, seed=args.seed, width=w, height=h,
                        min_seconds=args.min_seconds,
-                       max_seconds=args.max_seconds, workers=args.workers or None)
-    print(f"wrote {len(paths)} synthetic videos ({format_size((h, w))}, 25 fps) with phase and "
-          f"tool annotations to {args.out} in {time.time() - t0:.1f} s")
-    print(f"next: surgflow prepare cholec80 {args.out} <prepared_out>")
+                       max_seconds=args.max_seconds, workers=args.workers or None,
+                       profile=args.profile)
+    print(f"wrote {len(paths)} synthetic videos ({format_size((h, w))}, 25 fps, profile "
+          f"{args.profile}) with phase and tool annotations to {args.out} in {time.time() - t0:.1f} s")
+    import shlex
+
+    print(f"next: surgflow prepare cholec80 {shlex.quote(str(args.out))} PREPARED_OUT")  # pasteable
     return 0

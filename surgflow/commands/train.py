@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from RUN_DIR/checkpoints/last.pt")
     parser.add_argument("--allow-data-change", action="store_true",
-                        help="with --resume: accept a different data.root, frame size or label set "
-                        "than the run was trained on (refused otherwise)")
+                        help="with --resume: accept a different data.root, frame size, label set or "
+                        "videos (manifest checksums) than the run was trained on (refused otherwise)")
 
 
 def run(args) -> int:
@@ -43,5 +43,14 @@ def run(args) -> int:
     if best.get("value") is not None:
         print(f"best {best['metric']} = {best['value']:.4f} (epoch {best['epoch']}, step {best['step']})")
     print(f"checkpoints: {res['last']}  {res['best']}")
-    print(f"next: surgflow eval {out}")
+    if res["stopped"] in ("SIGTERM", "SIGINT"):  # a clean stop, but not the end of training
+        import shlex
+        import signal
+
+        print(f"next: surgflow train {shlex.quote(str(out / 'config.yaml'))} --out "
+              f"{shlex.quote(str(out))} --resume")
+        return 128 + int(signal.Signals[res["stopped"]])
+    import shlex
+
+    print(f"next: surgflow eval {shlex.quote(str(out))}")  # copy-pasteable with spaces in the path
     return 0

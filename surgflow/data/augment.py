@@ -189,7 +189,162 @@ class ClipAugment:
         return x.clamp_(0, 1)
 
 
-def build_augment(cfg) -> Optional[ClipAugment]:
-    """The training augmentation of a config (None when data.augment is off); `surgflow train` and
-    the input-path audit both build it here."""
-    return ClipAugment() if cfg.data.augment else None
+class AppearanceAugment:
+    """Per-video consistent, causal appearance augmentation: the variation of real laparoscopic
+    video that a new dataset brings (data/synth.py's SynthProfile declares the same kinds).
+
+    Per video: exposure and white balance gains, contrast, saturation, a hue rotation about the grey
+    axis, vignetting (random centre), Gaussian blur, and an optional slow brightness drift over the
+    video's frame index. `strength` scales every range (0: identity).
+
+    Consistent: with `new_video` [B] (carry_hidden lanes) a lane keeps its parameters for all
+    chunks of its video and draws new ones where a video starts; without it every call draws (one
+    set per sequence, as ClipAugment). The generator always yields B draws per call, so the stream
+    does not depend on which lanes start a video. After a resume mid-video, lanes that are mid-video
+    draw once more (the parameters are not checkpointed; the generator is).
+    Causal: every operation is per frame (contrast towards the frame's own mean grey; drift a
+    function of the frame index `starts + t` only): no statistic over the time axis.
+
+    Call: `aug(frames, generator=None, new_video=None, starts=None)`, frames float [B, T, 3, H, W]
+    in [0, 1] -> the same shape, on the frames' device."""
+
+    per_video = True  # strategies pass new_video and starts (training/strategies.py)
+
+    def __init__(self, strength: float = 1.0, exposure: float = 0.3, white_balance: float = 0.12,
+                 contrast: float = 0.2, saturation: float = 0.3, hue: float = 0.08,
+                 vignetting: float = 0.45, p_vignetting: float = 0.5, blur: float = 1.2,
+                 p_blur: float = 0.3, drift: float = 0.1, drift_frames: tuple[int, int] = (30, 300)):
+        if strength < 0:
+            raise ValueError(f"AppearanceAugment strength must be >= 0, got {strength}")
+        k = float(strength)
+        self.strength = k
+        self.exposure, self.white_balance = exposure * k, white_balance * k  # log-gain half-ranges
+        self.contrast, self.saturation, self.hue = contrast * k, saturation * k, hue * k
+        self.vignetting, self.p_vignetting = min(vignetting * k, 0.9), p_vignetting
+        self.blur, self.p_blur = blur * k, p_blur  # max Gaussian sigma in pixels
+        self.drift, self.drift_frames = drift * k, drift_frames
+        self._params: Optional[dict] = None  # the lanes' current parameters (CPU tensors [B, ...])
+
+    def __repr__(self) -> str:
+        return f"AppearanceAugment(strength={self.strength!r})"
+
+    def sample_params(self, batch_size: int, generator: Optional[torch.Generator] = None) -> dict:
+        u = torch.rand(batch_size, 16, generator=generator, dtype=torch.float64)
+
+        def sym(col, limit):
+            return (2 * u[:, col] - 1) * limit
+
+        vig = u[:, 7] < self.p_vignetting
+        blur = u[:, 10] < self.p_blur
+        lo, hi = self.drift_frames
+        return {
+            "gain": torch.exp(sym(0, self.exposure)[:, None]
+                              + torch.stack([sym(c, self.white_balance) for c in (1, 2, 3)], 1)),
+            "contrast": 1 + sym(4, self.contrast),
+            "saturation": 1 + sym(5, self.saturation),
+            "hue": sym(6, self.hue),  # radians about the grey axis
+            "vignetting": torch.where(vig, u[:, 8] * self.vignetting, torch.zeros_like(u[:, 8])),
+            "vig_center": torch.stack([sym(9, 0.2), sym(11, 0.2)], 1),  # (x, y), fraction of size
+            "sigma": torch.where(blur, u[:, 12] * self.blur, torch.zeros_like(u[:, 12])),
+            "drift": u[:, 13] * self.drift,
+            "drift_period": lo + (hi - lo) * u[:, 14],
+            "drift_phase": 2 * torch.pi * u[:, 15],
+        }
+
+    def __call__(self, frames: Tensor, generator: Optional[torch.Generator] = None,
+                 new_video: Optional[Tensor] = None, starts: Optional[Tensor] = None) -> Tensor:
+        if frames.dim() != 5 or frames.shape[2] != 3 or not frames.is_floating_point():
+            raise ValueError(f"AppearanceAugment expects float frames [B, T, 3, H, W], got "
+                             f"{tuple(frames.shape)} {frames.dtype}")
+        B = frames.shape[0]
+        fresh = self.sample_params(B, generator)  # always B draws: a stream independent of lanes
+        old = self._params
+        if new_video is None or old is None or old["gain"].shape[0] != B or new_video.numel() != B:
+            params = fresh
+        else:
+            nv = new_video.detach().to("cpu", torch.bool)
+            params = {k: torch.where(nv.view(-1, *[1] * (v.dim() - 1)), v, old[k]) for k, v in fresh.items()}
+        self._params = params if new_video is not None else None
+        if starts is not None and starts.numel() != B:
+            starts = None
+        return self.apply(frames, params, starts)
+
+    @staticmethod
+    def _color_matrix(params: dict) -> Tensor:
+        """Saturation and hue rotation about the grey axis, then the channel gains: [B, 3, 3]."""
+        fs, th = params["saturation"], params["hue"]
+        B = fs.shape[0]
+        eye = torch.eye(3, dtype=fs.dtype).expand(B, 3, 3)
+        w = torch.tensor(_GRAY, dtype=fs.dtype).expand(B, 3, 3)
+        S = fs[:, None, None] * eye + (1 - fs)[:, None, None] * w
+        n = torch.full((3,), 3 ** -0.5, dtype=fs.dtype)
+        K = torch.tensor([[0, -n[2], n[1]], [n[2], 0, -n[0]], [-n[1], n[0], 0]], dtype=fs.dtype)
+        c, s = torch.cos(th)[:, None, None], torch.sin(th)[:, None, None]
+        R = c * eye + s * K + (1 - c) * torch.outer(n, n)  # Rodrigues
+        return params["gain"][:, :, None] * (R @ S)
+
+    def apply(self, frames: Tensor, params: dict, starts: Optional[Tensor] = None) -> Tensor:
+        """Apply per-sequence parameters to frames float [B, T, 3, H, W]; `starts` [B]: the index of
+        each sequence's first frame in its video (for the drift; default 0)."""
+        B, T, C, H, W = frames.shape
+        dev, dt = frames.device, frames.dtype
+        M = self._color_matrix(params)  # [B, 3, 3]
+        fc = params["contrast"]
+        # contrast towards each frame's own mean grey after the colour map: linear, so the grey is
+        # w . M . (mean rgb of the input frame) and the whole colour step is one map A x + c
+        A = (fc[:, None, None] * M).to(dev, dt)
+        w = torch.tensor(_GRAY, dtype=dt, device=dev)
+        grey = (frames.mean(dim=(3, 4)) @ M.to(dev, dt).transpose(1, 2)) @ w  # [B, T]: per frame
+        c = ((1 - fc).to(dev, dt)[:, None] * grey)[..., None, None, None]  # [B, T, 1, 1, 1]
+        x = (A[:, None] @ frames.reshape(B, T, C, H * W)).reshape(B, T, C, H, W) + c  # faster than einsum
+        t0 = (starts.detach().to("cpu", torch.float64) if starts is not None
+              else torch.zeros(B, dtype=torch.float64))
+        t = t0[:, None] + torch.arange(T, dtype=torch.float64)[None]  # [B, T] frame index in the video
+        drift = 1 + params["drift"][:, None] * torch.sin(2 * torch.pi * t / params["drift_period"][:, None]
+                                                         + params["drift_phase"][:, None])
+        yy = (torch.arange(H, dtype=torch.float64) + 0.5) / H - 0.5
+        xx = (torch.arange(W, dtype=torch.float64) + 0.5) / W - 0.5
+        cx, cy = params["vig_center"][:, 0], params["vig_center"][:, 1]
+        r2 = 2 * ((xx[None, None, :] - cx[:, None, None]) ** 2 + (yy[None, :, None] - cy[:, None, None]) ** 2)
+        vig = (1 - params["vignetting"][:, None, None] * r2).clamp(min=0.05)  # [B, H, W]
+        x.mul_(drift.to(dev, dt)[:, :, None, None, None] * vig.to(dev, dt)[:, None, None])
+        sig = params["sigma"]
+        if bool((sig > 0).any()):  # separable Gaussian, radius 2, per sequence; spatial only
+            r = torch.arange(-2, 3, dtype=torch.float64)
+            k = torch.exp(-r[None] ** 2 / (2 * sig.clamp(min=1e-3)[:, None] ** 2))
+            k = torch.where((sig > 0)[:, None], k, (r == 0).to(k.dtype)[None].expand_as(k))
+            k = (k / k.sum(1, keepdim=True)).to(dev, dt)  # [B, 5]
+            kk = k.repeat_interleave(T * C, 0)  # one kernel per (sequence, frame, channel)
+            y = F.pad(x.reshape(1, B * T * C, H, W), (2, 2, 2, 2), mode="replicate")
+            y = F.conv2d(y, kk[:, None, None, :], groups=B * T * C)
+            y = F.conv2d(y, kk[:, None, :, None], groups=B * T * C)
+            x = y.reshape(B, T, C, H, W)
+        return x.clamp_(0, 1)
+
+
+class VideoAugment:
+    """ClipAugment (geometry and colour per sequence, optional) then AppearanceAugment (per video);
+    what `build_augment` returns when data.augment_appearance > 0."""
+
+    per_video = True
+
+    def __init__(self, clip: Optional[ClipAugment], appearance: AppearanceAugment):
+        self.clip, self.appearance = clip, appearance
+
+    def __repr__(self) -> str:
+        return f"VideoAugment({self.clip!r}, {self.appearance!r})"
+
+    def __call__(self, frames: Tensor, generator: Optional[torch.Generator] = None,
+                 new_video: Optional[Tensor] = None, starts: Optional[Tensor] = None) -> Tensor:
+        x = self.clip(frames, generator=generator) if self.clip is not None else frames
+        return self.appearance(x, generator=generator, new_video=new_video, starts=starts)
+
+
+def build_augment(cfg):
+    """The training augmentation of a config (None when data.augment is off and
+    data.augment_appearance is 0); `surgflow train` and the input-path audit both build it here."""
+    clip = ClipAugment() if cfg.data.augment else None
+    strength = float(getattr(cfg.data, "augment_appearance", 0.0))
+    if strength > 0:
+        return VideoAugment(clip, AppearanceAugment(strength))
+    return clip

@@ -27,7 +27,7 @@ from surgflow.data.store_format import (FORMAT_VERSION, JPEG_QUALITY, MANIFEST, 
                                         encode_jpeg, video_checksum)
 from surgflow.data.video import CORRUPT_FIX, rotation_note, sample_frames, vfr_note
 from surgflow.io_utils import SurgflowError, atomic_write_json, progress
-from surgflow.outputs import FolderLock, check_writable_dir
+from surgflow.outputs import FolderLock, check_writable_dir, disk_full_error, is_disk_full
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -100,13 +100,15 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
         }
         (tmp / "meta.json").write_text(json.dumps(entry, indent=2) + "\n")
         final = out / raw.name
-        if final.exists():
-            shutil.rmtree(final)
+        old = out / f".tmp-old-{raw.name}-{os.getpid()}"
+        if final.exists():  # the earlier data go only now that the redo succeeded
+            os.rename(final, old)
         os.rename(tmp, final)  # the folder appears complete or not at all
         return entry
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for p in (tmp, out / f".tmp-old-{raw.name}-{os.getpid()}"):
+            if p.exists():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _worker(job) -> tuple[str, Optional[dict], Optional[str]]:
@@ -120,6 +122,10 @@ def _worker(job) -> tuple[str, Optional[dict], Optional[str]]:
         return name, None, str(e)
     except MemoryError:
         raise
+    except OSError as e:
+        if is_disk_full(e):  # not this video's fault: stop the run, record no failure
+            raise _disk_full(e, Path(out)) from None
+        return name, None, f"{type(e).__name__}: {e}"
     except Exception as e:  # unexpected: still report it per video, with the type for debugging
         return name, None, f"{type(e).__name__}: {e}"
 
@@ -136,18 +142,23 @@ class PrepareResult:
     redone: dict[str, str] = field(default_factory=dict)  # name -> why it was prepared again
 
 
-def _stale_reasons(out: Path, name: str, entry: Optional[dict], raw) -> list[str]:
-    """Why `name` must be (re)prepared; [] = complete and up to date."""
+SOURCE_CHANGED = "raw source changed: "
+
+
+def _stale_reasons(out: Path, name: str, entry: Optional[dict], raw,
+                   full_hash: bool = False) -> list[str]:
+    """Why `name` must be (re)prepared; [] = complete and up to date. Stored data that do not
+    match their checksum come first (nothing to keep), then changed sources."""
     if not entry:
         return ["not prepared yet"]
     folder = out / name
     if entry.get("status") != "done" or not (folder / "index.npy").is_file():
         return ["interrupted (incomplete folder)"]
-    reasons = source_changes(entry.get("source", {}), raw)
-    if reasons:
-        return [f"raw source changed: {r}" for r in reasons]
     if video_checksum(folder) != entry.get("checksum"):
         return ["stored data do not match their checksum (corrupt or modified)"]
+    reasons = source_changes(entry.get("source", {}), raw, full_hash=full_hash)
+    if reasons:
+        return [f"{SOURCE_CHANGED}{r}" for r in reasons]
     return []
 
 
@@ -162,10 +173,13 @@ def load_manifest(out: Path) -> Optional[dict]:
 
 
 def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] = (216, 384),
-            workers: int = 1, max_mismatch: int = 5, videos: Optional[list[str]] = None) -> PrepareResult:
+            workers: int = 1, max_mismatch: int = 5, videos: Optional[list[str]] = None,
+            full_hash: bool = False) -> PrepareResult:
     """Prepare every video of a raw dataset (see module docstring). Never raises for one bad
     video: failures are collected in the result (and in the manifest's `failed`); the caller
-    decides the exit status."""
+    decides the exit status. A full disk stops it (SurgflowError naming the folder and the free
+    space; finished videos are kept). full_hash: decide whether a raw video changed by its
+    whole-file sha256 (slow on large files) instead of size, mtime and first/last MiB."""
     from surgflow.data.layouts import get_layout
 
     raw_root, out = Path(raw_root), Path(out)
@@ -178,11 +192,36 @@ def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] 
         raws = [r for r in raws if r.name in set(videos)]
     check_writable_dir(out, "output folder")
     with FolderLock(out, "surgflow prepare", log=lambda m: print(m, file=sys.stderr)):
-        return _prepare_locked(layout, raw_root, out, raws, fps, size, workers, max_mismatch)
+        try:
+            return _prepare_locked(layout, raw_root, out, raws, fps, size, workers, max_mismatch,
+                                   full_hash)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            _remove_temporary(out)
+            raise _disk_full(e, out) from None
+        except SurgflowError:  # e.g. a worker's disk-full: its half-written folder goes too
+            _remove_temporary(out)
+            raise
+
+
+def _remove_temporary(out: Path) -> None:
+    """Temporary folders of stopped workers (we hold the lock: no other prepare writes here)."""
+    for p in out.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _disk_full(e: OSError, out: Path) -> SurgflowError:
+    """train's disk-full message, for prepare: the folder, the free space, how to resume."""
+    manifest = load_manifest(out) or {}
+    n = len(manifest.get("videos", {}))
+    return disk_full_error(e, out, f"the {n} video(s) finished before are kept ({out / MANIFEST}); "
+                                   f"free space or choose another OUT, then re-run the same "
+                                   f"command to resume")
 
 
 def _prepare_locked(layout, raw_root: Path, out: Path, raws, fps, size, workers,
-                    max_mismatch) -> PrepareResult:
+                    max_mismatch, full_hash: bool = False) -> PrepareResult:
     header = {
         "format_version": FORMAT_VERSION, "layout": layout, "fps": float(fps),
         "size": [int(size[0]), int(size[1])], "storage": STORAGE,
@@ -199,23 +238,26 @@ def _prepare_locked(layout, raw_root: Path, out: Path, raws, fps, size, workers,
                     f"{out / MANIFEST}: this folder was prepared with {k}={manifest.get(k)!r}, "
                     f"now {k}={v!r}; use another OUT folder or delete {out}")
         manifest.setdefault("failed", {})
-    # temporary folders of an interrupted run (we hold the lock: no other prepare is writing)
-    for p in out.glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    _remove_temporary(out)  # of an interrupted run
 
     todo, skipped, redone = [], [], {}
     for raw in raws:
         entry = manifest["videos"].get(raw.name)
-        reasons = _stale_reasons(out, raw.name, entry, raw)
+        reasons = _stale_reasons(out, raw.name, entry, raw, full_hash)
         if not reasons:
             skipped.append(raw.name)
+            manifest["failed"].pop(raw.name, None)  # e.g. a failed redo, its source restored since
             continue
         todo.append(raw.name)
         if entry:
             redone[raw.name] = "; ".join(reasons)
-        manifest["videos"].pop(raw.name, None)
-        if (out / raw.name).exists():
-            shutil.rmtree(out / raw.name)  # partial or stale: redo it
+        if not (entry and reasons[0].startswith(SOURCE_CHANGED)):
+            # partial or corrupt: nothing worth keeping
+            manifest["videos"].pop(raw.name, None)
+            if (out / raw.name).exists():
+                shutil.rmtree(out / raw.name)
+        # else: intact data of the earlier source; they (and their entry) stay until the redo
+        # succeeds, so a redo that fails (a corrupt new source) loses nothing
     atomic_write_json(out / MANIFEST, manifest)
 
     show = workers <= 1  # a per-video frame bar only when videos are done one at a time
@@ -264,39 +306,41 @@ def prepare_dataset(layout: str, raw_root, out, fps: float = 1.0,
     return res
 
 
-def _check_video(out: Path, name: str, entry: dict, tool_names) -> list[str]:
+def _check_video(out: Path, name: str, entry: dict, manifest: dict) -> list[str]:
+    from surgflow.data.store import StoreArrayError, load_store_array
+
     folder = out / name
     if entry.get("status") != "done":
         return [f"{name}: status {entry.get('status')!r}, not done; re-run prepare to redo it"]
     if not folder.is_dir():
         return [f"{name}: folder {folder} missing; re-run prepare to redo it"]
-    try:
-        index = np.load(folder / "index.npy")
-        phase = np.load(folder / "phase.npy")
-    except (OSError, ValueError) as e:
-        return [f"{name}: cannot read index/labels ({e}); re-run prepare to redo it"]
-    problems = []
-    n = entry.get("frames")
-    if len(index) != n + 1 or len(phase) != n:
-        problems.append(f"{name}: manifest says {n} frames, index has {len(index) - 1}, phase "
-                        f"labels {len(phase)}; re-run prepare to redo it")
+    problems, arrays = [], {}
+    n = int(entry.get("frames", -1))
+    tool_names = manifest.get("tool_names") or []
+    for what in ("index", "phase") + (("tools",) if tool_names else ()):
+        try:
+            arrays[what] = load_store_array(folder / f"{what}.npy", n,
+                                            len(manifest.get("phase_names", [])), len(tool_names))
+        except FileNotFoundError:
+            problems.append(f"{name}: {what}.npy missing; re-run prepare to redo it")
+        except StoreArrayError as e:  # garbage, an object array, wrong length or dtype
+            problems.append(f"{name}: {e}; re-run prepare to redo it")
+    index = arrays.get("index")
     size = (folder / "frames.bin").stat().st_size if (folder / "frames.bin").exists() else -1
-    if size != int(index[-1]):
+    if index is not None and size != int(index[-1]):
         problems.append(f"{name}: frames.bin has {size} bytes, index expects {int(index[-1])}; "
                         f"re-run prepare to redo it")
-    if tool_names:
-        if not (folder / "tools.npy").exists() or len(np.load(folder / "tools.npy")) != n:
-            problems.append(f"{name}: tools.npy missing or of wrong length; re-run prepare")
     if video_checksum(folder) != entry.get("checksum"):
         problems.append(f"{name}: checksum mismatch (stored data changed or corrupt); re-run "
                         f"prepare to redo it")
     return problems
 
 
-def check(out, layout: Optional[str] = None, raw_root=None) -> list[str]:
+def check(out, layout: Optional[str] = None, raw_root=None, full_hash: bool = False) -> list[str]:
     """Verify a prepared dataset; returns a list of problems (empty = OK). Any video that is not
     complete is a problem (failed, interrupted, corrupt), and so is an empty dataset. Given
-    `layout` and `raw_root`, raw videos not prepared and raw sources changed since are too."""
+    `layout` and `raw_root`, raw videos not prepared and raw sources changed since are too;
+    full_hash: each raw video's whole-file sha256 against the one recorded at prepare time."""
     out = Path(out)
     manifest = load_manifest(out)
     if manifest is None:
@@ -304,9 +348,10 @@ def check(out, layout: Optional[str] = None, raw_root=None) -> list[str]:
     videos = manifest.get("videos", {})
     problems = []
     for name, err in sorted(manifest.get("failed", {}).items()):
-        problems.append(f"{name}: failed to prepare: {err}")
+        kept = " (its earlier prepared data are kept)" if name in videos else ""
+        problems.append(f"{name}: failed to prepare{kept}: {err}")
     for name, entry in progress(videos.items(), desc="check", unit="video"):
-        problems += _check_video(out, name, entry, manifest.get("tool_names"))
+        problems += _check_video(out, name, entry, manifest)
     if not videos:
         problems.append(f"{out}: no prepared video; run `surgflow prepare LAYOUT RAW_ROOT {out}`")
     if raw_root is not None:
@@ -318,7 +363,7 @@ def check(out, layout: Optional[str] = None, raw_root=None) -> list[str]:
                 if name not in manifest.get("failed", {}):
                     problems.append(f"{name}: in {raw_root} but not prepared; re-run prepare")
                 continue
-            for r in source_changes(videos[name].get("source", {}), raw):
+            for r in source_changes(videos[name].get("source", {}), raw, full_hash=full_hash):
                 problems.append(f"{name}: raw source changed since prepare ({r}); re-run prepare "
                                 f"to redo it")
         for name in sorted(set(videos) - set(raws)):
@@ -329,14 +374,25 @@ def check(out, layout: Optional[str] = None, raw_root=None) -> list[str]:
     return problems
 
 
-def format_failures(failed: dict[str, str]) -> str:
-    return "\n".join(f"  {name}: {msg}" for name, msg in sorted(failed.items()))
+def format_failures(failed: dict[str, str], manifest: Optional[dict] = None) -> str:
+    """One line per failed video; given the manifest, says where earlier data were kept."""
+    kept = (manifest or {}).get("videos", {})
+    return "\n".join(f"  {name}: {msg}" + (" (the earlier prepared data of this video are kept "
+                                          "until a redo succeeds)" if name in kept else "")
+                     for name, msg in sorted(failed.items()))
 
 
-def print_summary(res: PrepareResult, out: Path, file=sys.stdout) -> None:
+def print_summary(res: PrepareResult, out: Path, file=None) -> None:
+    file = file if file is not None else sys.stdout  # at call time (redirected, captured)
     n_frames = sum(e["frames"] for e in res.manifest["videos"].values())
     print(f"prepared {len(res.done)} video(s), skipped {len(res.skipped)} already complete, "
           f"failed {len(res.failed)}; {len(res.manifest['videos'])} video(s), {n_frames} frames "
           f"in {out}", file=file)
     for name, why in sorted(res.redone.items()):
-        print(f"  {name}: prepared again: {why}", file=file)
+        if name not in res.failed:
+            print(f"  {name}: prepared again: {why}", file=file)
+        elif name in res.manifest["videos"]:
+            print(f"  {name}: redo FAILED (see below), earlier prepared data kept; redone because "
+                  f"{why}", file=file)
+        else:
+            print(f"  {name}: redo FAILED (see below); redone because {why}", file=file)

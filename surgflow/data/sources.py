@@ -3,7 +3,9 @@ videos whose video or annotation files changed (and says which file and how).
 
 Annotation files are hashed whole (small). A video is fingerprinted by size, mtime and a sha256
 of its first and last MiB (cheap on 1 GB files); when only its mtime changed (copied, touched),
-the full-file hash recorded at prepare time decides.
+the full-file hash recorded at prepare time decides. `full_hash=True` (`prepare --check
+--full-hash`) compares that hash always: a same-size change in the middle whose mtime was
+restored (`cp -p`, `rsync -a` over a bad copy) passes the cheap fingerprint.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Optional
 EDGE = 1 << 20  # bytes hashed at each end of a video
 
 
-def _sha256(path: Path, head_tail: bool = False) -> str:
+def _sha256(path: Path, head_tail: bool = False, show: bool = False) -> str:
+    """show: a progress bar in bytes (`--check --full-hash` reads whole videos of many GB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         if head_tail:
@@ -25,8 +28,13 @@ def _sha256(path: Path, head_tail: bool = False) -> str:
                 f.seek(max(EDGE, size - EDGE))
                 h.update(f.read(EDGE))
         else:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
+            from surgflow.io_utils import progress
+
+            with progress(total=os.fstat(f.fileno()).st_size, desc=f"hash {path.name}", unit="B",
+                          unit_scale=True, leave=False, disable=not show) as bar:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+                    bar.update(len(chunk))
     return h.hexdigest()
 
 
@@ -52,8 +60,12 @@ def source_info(raw) -> dict:
             "files": files}
 
 
-def source_changes(old: dict, raw) -> list[str]:
-    """Why the prepared video is stale: one line per changed source ([] = unchanged)."""
+def source_changes(old: dict, raw, full_hash: bool = False) -> list[str]:
+    """Why the prepared video is stale: one line per changed source ([] = unchanged).
+
+    full_hash: compare the video's whole-file sha256 with the recorded one even when size, mtime
+    and first/last MiB agree (a same-size change in the middle whose mtime was restored, as
+    `cp -p` or `rsync -a` do, passes the cheap fingerprint)."""
     if not old or "video_fingerprint" not in old:
         return ["recorded by an older surgflow (source sizes only, no content hashes)"]
     reasons = []
@@ -79,6 +91,15 @@ def source_changes(old: dict, raw) -> list[str]:
         reasons.append(f"{vname}: size {vold['size']} -> {now['size']} bytes")
     elif now["head_tail_sha256"] != vold["head_tail_sha256"]:
         reasons.append(f"{vname}: content changed (first/last MiB)")
+    elif full_hash:
+        if not vold.get("sha256"):
+            reasons.append(f"{vname}: no full-file hash recorded at prepare time (an older "
+                           f"surgflow); cannot verify it")
+        elif _sha256(Path(raw.video_path), show=True) != vold["sha256"]:
+            same = "same size and mtime" if now["mtime_ns"] == vold["mtime_ns"] else "same size"
+            reasons.append(f"{vname}: content changed (full-file sha256 differs from the one "
+                           f"recorded at prepare; {same}, first/last MiB equal: altered or "
+                           f"corrupted in the middle)")
     elif now["mtime_ns"] != vold["mtime_ns"] and _sha256(Path(raw.video_path)) != vold.get("sha256"):
         reasons.append(f"{vname}: content changed (modified since prepare, full-file hash differs)")
     return reasons

@@ -5,7 +5,10 @@
 Named splits refer to videos by their official 1-based number. A number is matched to the
 available video whose name ends in that number, zero padding ignored: Cholec80 id 1 is `video01`
 (prepare keeps the file stem), AutoLaparo id 1 is `01`. A missing video is an error listing all
-missing ones; silently training on fewer videos is never done.
+missing ones; silently training on fewer videos is never done. Videos `prepare` failed for
+(the manifest's `failed`) are named with their reason: a named split or split file that needs one
+refuses; `auto` and `all` are resolved over every video the manifest knows, so a failed video
+leaves a hole in its own subset instead of moving others between train, val and test.
 
 User split files: YAML or JSON with keys `train`, `val` (optional), `test` (optional), each a list
 of video names (or numbers, matched like named splits). MS-TCN: pass a `*.bundle` file such as
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from surgflow.io_utils import SurgflowError
 from surgflow.registry import SPLITS  # name -> function(available: list[str]) -> {subset: [...]}
@@ -178,9 +181,29 @@ def _match_names(path: Path, split: dict, available: list[str]) -> dict:
     return out
 
 
-def resolve_split(name_or_path, available_videos: Iterable[str]) -> dict[str, list[str]]:
-    """Split name (registry) or split file path -> {"train", "val", "test"} sorted name lists."""
-    available = sorted(available_videos)
+# Splits defined by position in the sorted list: a video prepare could not do keeps its place
+# (a hole in its subset) so that it does not move other videos between train, val and test.
+POSITIONAL = ("all", "auto")
+
+
+def resolve_split(name_or_path, available_videos: Iterable[str],
+                  missing: Optional[dict[str, str]] = None) -> dict[str, list[str]]:
+    """Split name (registry) or split file path -> {"train", "val", "test"} sorted name lists.
+
+    missing: {video: why} for videos the dataset knows but cannot serve (prepare failed). A
+    positional split (POSITIONAL) is resolved over available + missing and the missing ones are
+    left out, so each other video keeps the subset it has when nothing fails (`split_holes` says
+    where the holes are); a split naming videos (named benchmark splits, split files) that needs
+    a missing video refuses, saying why it is missing."""
+    return split_holes(name_or_path, available_videos, missing)[0]
+
+
+def split_holes(name_or_path, available_videos: Iterable[str],
+                missing: Optional[dict[str, str]] = None) -> tuple[dict, dict[str, str]]:
+    """`resolve_split` and {missing video: the subset it would be in} (its hole)."""
+    have = set(available_videos)
+    missing = {v: w for v, w in (missing or {}).items() if v not in have}
+    available = sorted(have | set(missing))
     key = str(name_or_path)
     if key in SPLITS:
         out = SPLITS.get(key)(available)
@@ -197,4 +220,11 @@ def resolve_split(name_or_path, available_videos: Iterable[str]) -> dict[str, li
                 raise SurgflowError(f"split '{key}': video {v!r} is in both {seen[v]} and {k}; "
                                     f"a video may belong to one subset only")
             seen[v] = k
-    return out
+    holes = {v: k for v, k in seen.items() if v in missing}
+    if holes and key not in POSITIONAL:
+        raise SurgflowError(
+            f"split '{key}' needs {len(holes)} video(s) that are not in the prepared dataset: "
+            + "; ".join(f"{v} ({holes[v]}): {missing[v]}" for v in sorted(holes))
+            + "; fix and prepare them (`surgflow prepare ... --check` lists every problem), or "
+              "use a split file without them")
+    return {k: [v for v in out[k] if v not in missing] for k in SUBSETS}, holes

@@ -5,27 +5,83 @@
     ds.phase("video01"), ds.tools("video01"), ds.anticipation("video01", 3.0, instruments)
 
 Frames are stored as packed JPEGs (one file per video + byte offsets), memory-mapped and decoded on
-demand, so any range is one contiguous read; reads are thread-safe.
+demand, so any range is one contiguous read; reads are thread-safe. Label arrays are read without
+pickle and checked (dtype, length, phase ids): a damaged file is a SurgflowError naming it and the
+fix. Opening a store says (`warnings.warn(..., DatasetWarning)`, or the `log` callable given: the
+trainer's log) which videos are missing and why (`prepare` failed for them) and which kept earlier
+data after a failed redo; `auto` splits keep the missing videos' places (surgflow/data/splits.py).
 """
 from __future__ import annotations
 
 import json
 import threading
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from surgflow.data.splits import SUBSETS, resolve_split
+from surgflow.data.splits import SUBSETS, split_holes
 from surgflow.data.store_format import MANIFEST, STORAGE, decode_jpeg
 from surgflow.data.targets import anticipation_targets
 from surgflow.io_utils import SurgflowError
 from surgflow.labels import ANTICIPATION_INSTRUMENTS
 
 
+class DatasetWarning(UserWarning):
+    """Something about a prepared dataset the user must know (e.g. videos prepare could not do)."""
+
+
+def missing_videos(manifest: dict) -> dict[str, str]:
+    """{video: why} for the videos a manifest knows but cannot serve: `prepare` failed for them
+    (the manifest's `failed` messages) or their entry is not complete."""
+    entries = manifest.get("videos", {})
+    out = {v: f"`surgflow prepare` failed for it: {why}" for v, why in
+           manifest.get("failed", {}).items() if entries.get(v, {}).get("status") != "done"}
+    for v, e in entries.items():
+        if e.get("status") != "done":
+            out.setdefault(v, f"prepare left it {e.get('status')!r}, not done")
+    return dict(sorted(out.items()))
+
+
+class StoreArrayError(ValueError):
+    """A store's .npy file is not what prepare writes (message: the file and what is wrong)."""
+
+
+def load_store_array(path: Path, n: int, num_phases: int, num_tools: int) -> np.ndarray:
+    """index.npy int64 [N + 1], phase.npy int [N] in [-1, P), tools.npy float [N, K] of a video
+    with n frames, read without pickle; StoreArrayError for anything else (FileNotFoundError
+    passes)."""
+    what = Path(path).stem
+    with open(path, "rb") as f:  # FileNotFoundError passes
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":  # numpy would call it "pickled data" and suggest unpickling it
+        raise StoreArrayError(f"{path}: not a .npy file (starts with {magic!r})")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # truncated, an object (pickled) array
+        what_is = ("an object array (pickled Python objects, never loaded)" if "allow_pickle" in
+                   str(e) else f"unreadable ({e})")
+        raise StoreArrayError(f"{path}: {what_is}") from None
+    kind, shape = {"index": ("i", (n + 1,)), "phase": ("i", (n,)),
+                   "tools": ("f", (n, num_tools))}[what]
+    if arr.dtype.kind != kind or arr.shape != shape:
+        raise StoreArrayError(f"{path}: {arr.dtype} array of shape {arr.shape}, expected "
+                              f"{'integers' if kind == 'i' else 'floats'} of shape {shape} "
+                              f"({n} frames)")
+    if what == "phase" and n and (arr.min() < -1 or arr.max() >= num_phases):
+        raise StoreArrayError(f"{path}: phase ids {arr.min()}..{arr.max()} outside [-1, "
+                              f"{num_phases})")
+    if what == "index" and (arr[0] != 0 or (n and np.diff(arr).min() < 0)):
+        raise StoreArrayError(f"{path}: byte offsets not increasing from 0")
+    return arr
+
+
 class PreparedDataset:
     def __init__(self, root, split: str = "all", subset: Optional[str] = None,
-                 _manifest: Optional[dict] = None, _split: Optional[dict] = None):
+                 _manifest: Optional[dict] = None, _split: Optional[dict] = None, log=None):
+        """log: called with each note about the store (missing videos and why, failed redos);
+        default: `warnings.warn(note, DatasetWarning)`."""
         self.root = Path(root)
         if _manifest is None:
             path = self.root / MANIFEST
@@ -42,8 +98,13 @@ class PreparedDataset:
         self.manifest = _manifest
         entries = _manifest.get("videos", {})
         available = sorted(v for v, e in entries.items() if e.get("status") == "done")
+        self.missing: dict[str, str] = missing_videos(_manifest)
         self.split_name = str(split)
-        self.splits = _split if _split is not None else resolve_split(split, available)
+        holes: dict[str, str] = {}
+        if _split is not None:
+            self.splits = _split
+        else:
+            self.splits, holes = split_holes(split, available, self.missing)
         if subset is None:
             names = [v for k in SUBSETS for v in self.splits[k]]
         else:
@@ -59,6 +120,33 @@ class PreparedDataset:
         self._entries = entries
         self._cache: dict = {}
         self._lock = threading.Lock()
+        # What a user must hear about this store (videos missing, redos that failed): once, when
+        # it is opened from disk; subset() copies stay quiet.
+        self.notes: list[str] = [] if _split is not None else self._notes(_manifest, holes)
+        for note in self.notes:
+            if log is not None:
+                log(note)
+            else:
+                warnings.warn(note, DatasetWarning, stacklevel=2)
+
+    def _notes(self, manifest: dict, where: dict[str, str]) -> list[str]:
+        fix = (f"fix the source and re-run `surgflow prepare {manifest.get('layout', 'LAYOUT')} "
+               f"{manifest.get('raw_root', 'RAW_ROOT')} {self.root}` (`--check` lists every problem)")
+        notes = []
+        if self.missing:
+            lines = []
+            for v, why in sorted(self.missing.items()):
+                place = (f" (its place in the '{where[v]}' subset of split '{self.split_name}' "
+                         f"stays empty: the other videos keep their subsets)" if v in where else "")
+                lines.append(f"{v}{place}: {why}")
+            notes.append(f"{len(self.missing)} video(s) of {self.root} are missing, not used: "
+                         + "; ".join(lines) + f". To use them, {fix}")
+        stale = {v: why for v, why in manifest.get("failed", {}).items() if v in self._entries
+                 and self._entries[v].get("status") == "done"}
+        for v, why in sorted(stale.items()):
+            notes.append(f"{v}: its last redo failed ({why}); the store keeps its earlier prepared "
+                         f"data (from the source as it was then). To update it, {fix}")
+        return notes
 
     # ---------------------------------------------------------------------------------------
     def subset(self, name: str) -> "PreparedDataset":
@@ -99,14 +187,24 @@ class PreparedDataset:
                             val = np.memmap(folder / "frames.bin", np.uint8, "r") if size else np.zeros(0, np.uint8)
                         elif what == "tools":
                             p = folder / "tools.npy"
-                            val = np.load(p) if p.exists() else False
+                            val = self._load_npy(video, p) if p.exists() else False
                         else:
-                            val = np.load(folder / f"{what}.npy")
+                            val = self._load_npy(video, folder / f"{what}.npy")
                     except FileNotFoundError as e:
                         raise SurgflowError(f"{e.filename}: missing; the prepared video {video} is "
                                             f"incomplete: re-run surgflow prepare") from None
                     self._cache[key] = val
         return val
+
+    def _load_npy(self, video: str, path: Path) -> np.ndarray:
+        try:
+            return load_store_array(path, self.num_frames(video), len(self.phase_names),
+                                    len(self.tool_names))
+        except StoreArrayError as e:
+            raise SurgflowError(
+                f"{e}: the prepared data of {video} are damaged; find every damaged video with "
+                f"`surgflow prepare LAYOUT RAW_ROOT {self.root} --check`, then run the same "
+                f"command without --check to redo them") from None
 
     # ---------------------------------------------------------------------------------------
     def read_frames(self, video: str, start: int, stop: int) -> np.ndarray:

@@ -19,16 +19,26 @@ What makes it a useful stand-in for Cholec80 (and not a trivial one):
 Labels are planned here; data/synth_render.py draws and encodes the frames. Everything is drawn
 from `np.random.default_rng([seed, video_index])` and encoded with one x264 thread, so a seed
 gives the same annotation bytes and the same decoded frames on every run.
+
+Profiles (`SynthProfile`, registered in PROFILES; `--profile clean|realistic|hard`) declare, in one
+place, the variation of real laparoscopic video that is independent of the labels: lighting,
+exposure and white balance per video with a slow drift, vignetting, camera pan and zoom, motion
+blur, smoke, specular highlights, tissue texture jitter, instrument colour/size/pose, Cholec80-like
+unequal phase durations, instruments used outside "their" phase, and cross-fades that start before
+the phase boundary. Their random draws come from a second stream, `default_rng([seed, index,
+VARIATION_STREAM])`, so `clean` (no variation) gives exactly the data of before profiles existed.
+The profile and its parameters are recorded in OUT/synth.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from surgflow.io_utils import SurgflowError, atomic_write_text, progress
+from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text, progress
 from surgflow.labels import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
 FPS = 25
@@ -37,6 +47,83 @@ ANNOUNCED = ["Clipper", "Scissors", "Irrigator", "SpecimenBag"]  # tools with a 
 
 # Relative phase durations (Cholec80 proportions flattened so short videos still see every phase).
 _PHASE_WEIGHT = np.array([1.0, 3.0, 1.6, 3.0, 1.2, 1.4, 1.0])
+# Cholec80's mean phase durations in seconds (EndoNet's table, docs/DOMAIN.md section 8): clipping
+# and cutting ~7 % of a video, the two dissection phases ~74 %.
+CHOLEC80_PHASE_SECONDS = (125.0, 954.0, 168.0, 857.0, 98.0, 178.0, 83.0)
+# The same per phase ROUND: a fifth of the videos clip twice, and each phase lasts >= 2 s, so one
+# round gets less than Cholec80's total for the share of clipping to stay at a few percent.
+_CHOLEC80_ROUND_WEIGHT = (125.0, 954.0, 110.0, 857.0, 98.0, 178.0, 83.0)
+VARIATION_STREAM = 7  # third seed word of the variation generator (the label/clean stream has two)
+
+
+@dataclass(frozen=True)
+class SynthProfile:
+    """Every label-independent variation of a synthetic dataset, in one place. Amplitudes are 0 for
+    "off"; each is drawn per video (and per frame where it varies in time) from the variation
+    stream, never from the labels. Units: log-gains are natural-log standard deviations."""
+
+    name: str
+    # --- labels: durations, tools, transitions
+    phase_weight: tuple = tuple(_PHASE_WEIGHT.tolist())  # relative mean phase durations
+    duration_sigma: float = 0.3  # log-normal spread of each phase's duration per video
+    min_phase_seconds: float = 4.0  # every phase lasts at least this long (short videos: less)
+    off_phase_tools: float = 0.0  # per video and tool: probability of uses outside its phase
+    fade_seconds: tuple = (2.0, 2.0)  # texture cross-fade length per transition (uniform range)
+    fade_lead: float = 0.0  # fraction of the cross-fade before the label changes (0 = clean cut)
+    # --- camera and light (per video, slow drift in time)
+    exposure: float = 0.0  # log-gain std of the overall brightness per video
+    white_balance: float = 0.0  # log-gain std of each channel per video
+    drift: float = 0.0  # amplitude of the slow brightness/colour drift (fraction)
+    vignetting: float = 0.0  # darkening at the corners (fraction, per video in [0.5, 1] x this)
+    pan: float = 0.0  # extra camera wandering (fraction of the canvas margin)
+    zoom: float = 0.0  # zoom-in amplitude (fraction of the frame)
+    motion_blur: float = 0.0  # blur episodes per minute (length up to 3 % of the width)
+    smoke: float = 0.0  # smoke episodes per minute
+    specular: float = 0.0  # mean number of specular highlights on the tissue
+    # --- tissue and instruments
+    texture: float = 0.0  # per video and phase jitter of the texture parameters
+    tool_colour: float = 0.0  # instrument looks: shaft brightness (x1.5) and tint, tip colour (x255)
+    tool_size: float = 0.0  # log-std of instrument thickness per video
+    tool_pose: float = 0.0  # instrument entry/tip jitter per video (fraction of the frame)
+
+    @property
+    def is_clean(self) -> bool:
+        return self == dataclasses.replace(CLEAN, name=self.name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CLEAN = SynthProfile("clean")
+PROFILES = {
+    "clean": CLEAN,
+    # what real laparoscopy looks like (Cholec80-like durations, lighting, smoke, camera motion)
+    "realistic": SynthProfile(
+        "realistic", phase_weight=_CHOLEC80_ROUND_WEIGHT, duration_sigma=0.45, min_phase_seconds=2.0,
+        off_phase_tools=0.3,
+        fade_seconds=(1.0, 6.0), fade_lead=0.5, exposure=0.2, white_balance=0.08, drift=0.12,
+        vignetting=0.35, pan=0.5, zoom=0.15, motion_blur=1.0, smoke=0.6, specular=4.0,
+        texture=0.5, tool_colour=0.12, tool_size=0.15, tool_pose=0.06),
+    # more of everything
+    "hard": SynthProfile(
+        "hard", phase_weight=_CHOLEC80_ROUND_WEIGHT, duration_sigma=0.6, min_phase_seconds=2.0,
+        off_phase_tools=0.6,
+        fade_seconds=(2.0, 10.0), fade_lead=0.5, exposure=0.35, white_balance=0.15, drift=0.25,
+        vignetting=0.6, pan=1.0, zoom=0.3, motion_blur=3.0, smoke=1.5, specular=8.0,
+        texture=1.0, tool_colour=0.25, tool_size=0.3, tool_pose=0.1),
+}
+
+
+def get_profile(profile) -> SynthProfile:
+    """A SynthProfile from itself or its registered name."""
+    if isinstance(profile, SynthProfile):
+        return profile
+    if profile not in PROFILES:
+        raise SurgflowError(f"--profile {profile!r}: unknown synth profile; choose one of "
+                            f"{', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
 @dataclass
 class Plan:
     """Per-video labels: phase per 25-fps frame, tools per second, precursor strength per frame."""
@@ -81,11 +168,35 @@ def _burst(out: np.ndarray, start: int, length: int) -> None:
     out[max(0, start):max(0, start + length)] = True
 
 
-def make_plan(rng: np.random.Generator, seconds: float) -> Plan:
+# Where each tool belongs (phases) when it is used outside it: only these tools wander.
+_HOME_PHASES = {"Hook": (0, 1, 3), "Clipper": (2,), "Scissors": (2,), "Irrigator": (5,),
+                "Bipolar": (3, 5), "SpecimenBag": (4, 6)}
+
+
+def _off_phase_uses(vrng: np.random.Generator, tools: np.ndarray, sec_phase: np.ndarray,
+                    p: float) -> None:
+    """Per tool, with probability p per video: 1-2 short uses (2-6 s) at times drawn uniformly
+    over the video (not from the labels), kept where they fall outside the tool's home phases."""
+    rows = len(sec_phase)
+    for name, home in _HOME_PHASES.items():
+        if vrng.random() >= p:
+            continue
+        for _ in range(int(vrng.integers(1, 3))):
+            length, start = int(vrng.integers(2, 7)), int(vrng.integers(0, max(rows - 2, 1)))
+            span = np.zeros(rows, bool)
+            _burst(span, start, length)
+            tools[span & ~np.isin(sec_phase, home), TOOL_IDX[name]] = True
+
+
+def make_plan(rng: np.random.Generator, seconds: float, profile: SynthProfile = CLEAN,
+              vrng: np.random.Generator | None = None) -> Plan:
+    """Labels of one video; `vrng` (the variation stream) is needed only for profiles with
+    instruments outside their phase."""
     frames = int(round(seconds * FPS)) + int(rng.integers(0, FPS))  # not a multiple of 25
     seq = _phase_sequence(rng)
-    w = _PHASE_WEIGHT[seq] * rng.lognormal(0.0, 0.3, len(seq))
-    min_len = min(4 * FPS, frames // (2 * len(seq)))  # every phase lasts a few seconds
+    w = np.asarray(profile.phase_weight, np.float64)[seq] * rng.lognormal(0.0, profile.duration_sigma,
+                                                                           len(seq))
+    min_len = min(int(profile.min_phase_seconds * FPS), frames // (2 * len(seq)))  # a few seconds
     lens = min_len + np.floor(w / w.sum() * (frames - min_len * len(seq))).astype(np.int64)
     lens[np.argmax(lens)] += frames - lens.sum()  # exact total
     bounds = np.concatenate([[0], np.cumsum(lens)])
@@ -121,6 +232,8 @@ def make_plan(rng: np.random.Generator, seconds: float) -> Plan:
             _burst(T["Irrigator"][a:b], int(n * rng.uniform(0.2, 0.4)), int(n * rng.uniform(0.25, 0.45)))
         elif p == 6:
             _burst(T["SpecimenBag"][a:b], 0, int(n * rng.uniform(0.3, 0.7)))
+    if profile.off_phase_tools > 0:
+        _off_phase_uses(vrng, tools, phase[::FPS], profile.off_phase_tools)
     # `Grasper` rarely disappears while the specimen bag is handled
     T["Grasper"][T["SpecimenBag"]] |= rng.random(int(T["SpecimenBag"].sum())) < 0.8
 
@@ -156,16 +269,17 @@ def _tool_text(plan: Plan) -> str:
 
 
 def _one_video(args) -> Path:
-    out, index, seed, width, height, min_s, max_s = args
+    out, index, seed, width, height, min_s, max_s, profile = args
     rng = np.random.default_rng([seed, index])
+    vrng = np.random.default_rng([seed, index, VARIATION_STREAM])  # variations: never the labels
     seconds = float(rng.uniform(min_s, max_s))
-    plan = make_plan(rng, seconds)
+    plan = make_plan(rng, seconds, profile, vrng)
     name = f"video{index:02d}"
     video = out / "videos" / f"{name}.mp4"
     # annotations are written after the video so a finished annotation implies a finished video
     from surgflow.data.synth_render import render_video
 
-    render_video(video, plan, rng, width, height)
+    render_video(video, plan, rng, width, height, profile, vrng)
     atomic_write_text(out / "phase_annotations" / f"{name}-phase.txt", _phase_text(plan))
     atomic_write_text(out / "tool_annotations" / f"{name}-tool.txt", _tool_text(plan))
     return video
@@ -173,9 +287,11 @@ def _one_video(args) -> Path:
 
 def synthesize(out, videos: int = 12, seed: int = 0, width: int = 320, height: int = 180,
                min_seconds: float = 60.0, max_seconds: float = 180.0,
-               workers: int | None = None) -> list[Path]:
-    """Write `videos` synthetic surgeries to `out` (Cholec80 layout); returns the video paths."""
+               workers: int | None = None, profile: str | SynthProfile = "clean") -> list[Path]:
+    """Write `videos` synthetic surgeries to `out` (Cholec80 layout); returns the video paths.
+    `profile`: a name in PROFILES or a SynthProfile (the variation; recorded in OUT/synth.json)."""
     out = Path(out)
+    prof = get_profile(profile)
     if videos < 1:
         raise SurgflowError(f"--videos must be >= 1, got {videos}")
     if width % 2 or height % 2 or width < 32 or height < 32:
@@ -190,7 +306,12 @@ def synthesize(out, videos: int = 12, seed: int = 0, width: int = 320, height: i
             (out / sub).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SurgflowError(f"cannot create output folder {out}: {e}; choose a writable path") from None
-    jobs = [(out, i, seed, width, height, min_seconds, max_seconds) for i in range(1, videos + 1)]
+    # what the dataset is made from, written first so that even a partial set says it
+    atomic_write_json(out / "synth.json", {
+        "generator": "surgflow synth", "seed": seed, "videos": videos, "size_hw": [height, width],
+        "min_seconds": min_seconds, "max_seconds": max_seconds, "profile": prof.to_dict()})
+    jobs = [(out, i, seed, width, height, min_seconds, max_seconds, prof)
+            for i in range(1, videos + 1)]
     workers = workers or min(videos, os.cpu_count() or 1)
     if workers <= 1:
         paths = [_one_video(j) for j in progress(jobs, desc="synth", unit="video")]

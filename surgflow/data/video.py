@@ -57,34 +57,63 @@ def open_video(source, live: Optional[bool] = None):
     return container, stream, Fraction(rate)
 
 
-def sample_by_timestamp(frames: Iterable, time_base, rate: Fraction,
-                        fps: float) -> Iterator[tuple[int, Any]]:
+def sample_by_timestamp(frames: Iterable, time_base, rate: Fraction, fps: float,
+                        on_frame=None) -> Iterator[tuple[int, Any]]:
     """Yield (target index i, decoded frame) for target times i / fps from frames decoded in order.
 
     Target i takes the decoded frame whose timestamp (relative to the first frame) is closest to
-    i / fps (the earlier one on a tie); a frame may serve several targets when fps exceeds the
-    video's rate. Variable-rate video is sampled the same way: by presentation timestamp.
+    i / fps; on an exact tie (the target halfway between two frames) the later frame. A frame may
+    serve several targets when fps exceeds the video's rate. The boundary between frames k and
+    k + 1 is the midpoint of their actual timestamps, so variable-rate video gets the closest
+    frame too (the average rate would be off by a frame where intervals vary); this needs frame
+    k + 1 before frame k's targets are known (one decoded frame of look-ahead). The last frame
+    serves the targets up to half a nominal interval (1 / rate) after it.
+
+    on_frame: called with every frame, served or not, in order, just before its targets are yielded.
     """
     step = Fraction(fps).limit_denominator(1000)
     rate = Fraction(rate)
     tb = Fraction(time_base) if time_base is not None else None
-    # Exact integer form of "i / step < t + 1 / (2 rate)" (emit every target before the midpoint
-    # to the next frame), with t = (pts - pts0) * tb or k / rate: Fractions per frame cost more
-    # than the resize of the frames kept.
+    # Exact integers, not Fractions per frame (those cost more than the resize of the frames
+    # kept). Time unit 1 / (b r) s: a frame at (pts - pts0) * a / b s is T = (pts - pts0) a r,
+    # frame k without pts (t = k s / r) is T = k s b; target i (t = i q / p) lies before the
+    # midpoint of frames k, k + 1 when 2 i q b r < p (T_k + T_k+1).
     p, q, r, s = step.numerator, step.denominator, rate.numerator, rate.denominator
     a, b = (tb.numerator, tb.denominator) if tb is not None else (0, 1)
-    lhs_unit = 2 * q * b * r  # target i -> 2 i q b r
-    half = s * p * b
+    lhs_unit = 2 * q * b * r
     i, pts0 = 0, None
-    for k, frame in enumerate(frames):
-        if frame.pts is not None and tb is not None:
-            pts0 = frame.pts if pts0 is None else pts0
-            rhs = 2 * (frame.pts - pts0) * a * p * r + half
-        else:
-            rhs = 2 * k * s * p * b + half  # t = k / rate = k s / r
-        while i * lhs_unit < rhs:
+    prev = prev_t = None
+
+    def serve(frame, bound):  # every target before `bound` (in p-scaled doubled units)
+        nonlocal i
+        if on_frame is not None:
+            on_frame(frame)
+        while i * lhs_unit < bound:
             yield i, frame
             i += 1
+
+    it = iter(frames)
+    k = 0
+    while True:
+        try:
+            frame = next(it)
+        except StopIteration:
+            break
+        except Exception:
+            if prev is not None:  # a decode error: the frame in hand still serves its targets
+                yield from serve(prev, p * (2 * prev_t + s * b))
+            raise
+        if frame.pts is not None and tb is not None:
+            pts0 = frame.pts if pts0 is None else pts0
+            t = (frame.pts - pts0) * a * r
+        else:
+            t = k * s * b
+        if prev is not None:
+            yield from serve(prev, p * (prev_t + t))
+        prev, prev_t = frame, t
+        k += 1
+    if prev is not None:
+        yield from serve(prev, p * (2 * prev_t + s * b))
 
 
 def rotation_of(frame) -> int:
@@ -192,12 +221,11 @@ def sample_frames(source, fps: float, size: Optional[tuple[int, int]] = None,
             decoded = _decode_checked(container, stream, source, fs)
         else:
             decoded = (fs.see(f) or f for f in container.decode(stream))
-        if on_decoded is not None:
-            decoded = (on_decoded(f) or f for f in decoded)
         from av.video.reformatter import VideoReformatter
 
         reformatter = VideoReformatter()  # one swscale context per video
-        for i, frame in sample_by_timestamp(decoded, stream.time_base, rate, fps):
+        for i, frame in sample_by_timestamp(decoded, stream.time_base, rate, fps,
+                                            on_frame=on_decoded):
             rgb = frame_to_rgb(frame, size, reformatter)
             if stats is not None:
                 stats.update(fs.as_dict())

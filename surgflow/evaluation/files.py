@@ -25,8 +25,8 @@ import numpy as np
 
 from surgflow.data.annotations import parse_phase_file, parse_tool_file, read_lines, split_fields
 from surgflow.evaluation.rates import (  # noqa: F401 (frame_step, subsample, sidecar: re-exported)
-    FPS_SIDECAR, Rates, frame_step, kept_rows, note_subsampled, pred_at_rate, resolve_rates, subsample,
-    write_fps_sidecar)
+    FPS_SIDECAR, Rates, check_rate_lengths, frame_step, kept_rows, note_subsampled, pred_at_rate,
+    resolve_rates, subsample, write_fps_sidecar)
 from surgflow.io_utils import SurgflowError, atomic_write_text
 
 SUFFIX = {"phase": "-phase.txt", "tool": "-tool.txt", "anticipation": "-anticipation.txt"}
@@ -199,6 +199,7 @@ def load_phase_dirs(gt_dir, pred_dir, phase_names: Sequence[str], gt_fps: float 
         g = ids[kept_rows(gt_files[v], frames, rates, step)]
         pf, p = parse_phase_file(pred_files[v], list(phase_names), what="phase prediction")
         p = pred_at_rate(v, pf, p, len(ids), len(g), rates, step, sub)
+        check_rate_lengths(v, len(ids), len(g), len(p), rates, truncate, notes)
         gts[v], preds[v] = align_lengths(v, g, p, truncate, notes)
     note_subsampled(notes, sub, step)
     return gts, preds
@@ -280,6 +281,7 @@ def load_tool_dirs(gt_dir, pred_dir, tool_names: Sequence[str] | None = None,
         g = values[kept_rows(gt_files[v], frames, rates, step)]
         pf, p = read_table(pred_files[v], tool_names, "tool prediction")
         p = pred_at_rate(v, pf, p, len(values), len(g), rates, step, sub)
+        check_rate_lengths(v, len(values), len(g), len(p), rates, truncate, notes)
         gts[v], preds[v] = align_lengths(v, g, p, truncate, notes, what="tool")
     note_subsampled(notes, sub, step)
     return gts, preds, list(tool_names)
@@ -314,6 +316,7 @@ def load_anticipation_dirs(tool_dir, pred_dir, instruments: Sequence[str], horiz
         g = anticipation_targets(present, rates.fps, horizon, dtype=np.float64)
         pf, p = read_table(pred_files[v], instruments, "anticipation prediction")
         p = pred_at_rate(v, pf, p, len(values), len(kept), rates, step, sub)
+        check_rate_lengths(v, len(values), len(g), len(p), rates, truncate, notes)
         gts[v], preds[v] = align_lengths(v, g, p, truncate, notes, what="anticipation")
     note_subsampled(notes, sub, step)
     return gts, preds

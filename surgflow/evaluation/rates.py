@@ -151,6 +151,78 @@ def pred_at_rate(video: str, pred_frames: np.ndarray, pred: np.ndarray, gt_rows:
     return pred[subsample(pred_frames, step)]
 
 
+def _whole_rate(x: float, n: int) -> int | None:
+    """`x` (a rate implied by two row counts) as a whole number of frames per second when it is
+    one up to the rounding of a video's last frames (2 % + 2 rows of the shorter file), else None."""
+    r = int(round(x))
+    if r < 1 or abs(x - r) > r * (0.02 + 2.0 / max(n, 1)):
+        return None
+    return r
+
+
+def rate_mismatch(video: str, n_raw: int, n_gt: int, n_pred: int, rates: Rates) -> str | None:
+    """Why ground truth and prediction lengths that differ by about a frame-rate factor (not a few
+    frames) are a rate mistake, naming the flag and value that align them; None when the lengths
+    do not signal one. n_raw: ground-truth rows in the file; n_gt: kept at the evaluation rate.
+
+    Two readings are tried: the predictions are at another rate (f = fps * n_pred / n_gt, e.g.
+    5-fps rows scored as 1 fps: 193/39 = 5), or the ground truth is (g = fps * n_raw / n_pred, e.g.
+    1-fps AutoLaparo rows read at the default 25 fps). A rate recorded in fps.json is trusted, a
+    default is questioned before a flag."""
+    if min(n_gt, n_pred, n_raw) < 1 or n_gt == n_pred:
+        return None
+    f_exact, g_exact = rates.fps * n_pred / n_gt, rates.fps * n_raw / n_pred
+    f = _whole_rate(f_exact, min(n_gt, n_pred))
+    g = _whole_rate(g_exact, min(n_raw, n_pred))
+    options = []  # (rank, text): unstated (default) rates first, then flags; recorded never
+    rank = {"default": 0, "--fps": 1, "--gt-fps": 1}
+    fps_ok = (f is not None and rates.fps_source in rank and max(f, rates.fps) / min(f, rates.fps) >= 1.5
+              and f <= rates.gt_fps and math.isclose(rates.gt_fps / f, round(rates.gt_fps / f)))
+    gt_ok = (g is not None and rates.gt_source in rank and max(g, rates.gt_fps) / min(g, rates.gt_fps) >= 1.5
+             and g >= rates.fps and math.isclose(g / rates.fps, round(g / rates.fps)))
+    gt_from = "the default" if rates.gt_source == "default" else rates.gt_source
+    fps_from = "the default" if rates.fps_source == "default" else rates.fps_source
+    if fps_ok:
+        options.append((rank[rates.fps_source] - (n_pred > n_gt) * 0.5,
+                        f"{n_pred}/{n_gt} = {f_exact:.3g} ~ {f / rates.fps:g} prediction rows per "
+                        f"evaluated frame: the predictions look like {f:g}-fps rows, not {rates.fps:g} "
+                        f"fps ({fps_from}): pass `--fps {f:g}`"))
+    if gt_ok:
+        options.append((rank[rates.gt_source],
+                        f"{n_raw}/{n_pred} = {n_raw / n_pred:.3g} ~ {g / rates.fps:g} ground-truth "
+                        f"row(s) per prediction row at {rates.fps:g} fps: the ground truth looks "
+                        f"like {g:g}-fps rows, not {rates.gt_fps:g} fps ({gt_from}): pass "
+                        f"`--gt-fps {g:g}`"))
+    if not options:
+        return None
+    options.sort(key=lambda o: o[0])
+    text = options[0][1]
+    if len(options) > 1:
+        text += f" (or, if the other file is the one at another rate: {options[1][1].rsplit(': ', 1)[1]})"
+    return (f"{video}: the ground truth has {n_gt} frames at the evaluation rate ({n_raw} rows "
+            f"read as {rates.gt_fps:g} fps, scored at {rates.fps:g} fps), the prediction {n_pred}: "
+            f"the lengths differ by a frame-rate factor, not a few frames; {text}")
+
+
+def check_rate_lengths(video: str, n_raw: int, n_gt: int, n_pred: int, rates: Rates,
+                       truncate: bool, notes: list[str] | None = None) -> None:
+    """Refuse lengths that signal a rate mismatch (rate_mismatch), with or without --truncate:
+    truncating would score misaligned frames. Only when both rates are stated on the command line
+    (--gt-fps and --fps) does --truncate score the common prefix, with a note."""
+    msg = rate_mismatch(video, n_raw, n_gt, n_pred, rates)
+    if msg is None:
+        return
+    if truncate and rates.gt_source == "--gt-fps" and rates.fps_source == "--fps":
+        if notes is not None:
+            notes.append(f"{msg.split(': the lengths')[0]}: lengths differ by a rate factor; "
+                         f"truncated as asked (both rates stated)")
+        return
+    if truncate:
+        msg += ("; --truncate refuses it, since the common prefix would pair frames of different "
+                "times (state both --gt-fps and --fps to confirm the rates)")
+    raise SurgflowError(msg)
+
+
 def note_subsampled(notes: list[str] | None, videos: list[str], step: int) -> None:
     if videos and notes is not None:
         notes.append(f"predictions with one row per ground-truth row were subsampled like the "

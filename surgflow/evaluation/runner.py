@@ -13,6 +13,8 @@ ones. Every output is then marked NON-CAUSAL (terminal, JSON, plot titles and fi
 from __future__ import annotations
 
 import contextlib
+import shlex
+import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -106,6 +108,9 @@ def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[
             for d, lab in ((pred_dir, rec["phase"]), (gt_dir, gt)):
                 rows = "".join(f"{i}\t{phase_names[lab[i]]}\n" for i in keep)
                 atomic_write_text(d / f"{v}-phase.txt", "Frame\tPhase\n" + rows)
+        if "phase_prob" in rec:  # every frame's probabilities, for `surgflow view` (not scored)
+            files.write_table(pred_dir / f"{v}-phase_prob.txt", rec["phase_prob"], phase_names,
+                              fmt="{:.3g}")
         if "tools_prob" in rec:
             files.write_table(pred_dir / f"{v}-tool.txt", rec["tools_prob"], tool_names)
         if "anticipation_min" in rec:
@@ -118,8 +123,9 @@ def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[
 
 
 def score_predictions(preds: dict, meta, fps: float, label: Optional[str], cheat: bool,
-                      relaxed: Optional[str] = None, notes: Sequence[str] = ()) -> dict:
-    """{task: score_* result} for the tasks the model predicts."""
+                      relaxed: Optional[str] = None, notes: Sequence[str] = (),
+                      wmae: str = "per_instrument") -> dict:
+    """{task: score_* result} for the tasks the model predicts (wmae: the run's task.wmae)."""
     from surgflow.evaluation import score
 
     meta = RunMeta.coerce(meta)
@@ -139,8 +145,32 @@ def score_predictions(preds: dict, meta, fps: float, label: Optional[str], cheat
         res["anticipation"] = score.score_anticipation(
             {v: preds[v]["gt_anticipation"] for v in videos},
             {v: preds[v]["anticipation_min"] for v in videos}, meta.instruments,
-            meta.horizon, fps, label=label, non_causal=cheat, notes=notes)
+            meta.horizon, fps, label=label, non_causal=cheat, notes=notes, wmae=wmae)
     return res
+
+
+def check_store_matches_run(ds, meta, root, run_dir) -> None:
+    """Refuse a prepared store at another frame rate or frame size than the run was trained on:
+    the model would see other time steps (its temporal state and the anticipation targets follow
+    the rate) or other pixels, and every row would be labelled with the wrong rate."""
+    from surgflow.cli_args import format_size
+
+    diffs, fixes = [], []
+    if meta.fps is not None and abs(float(ds.fps) - float(meta.fps)) > 1e-6:
+        diffs.append(f"{ds.fps:g} fps (the run: {meta.fps:g} fps)")
+        fixes.append(f"--fps {meta.fps:g}")
+    if meta.size is not None and tuple(ds.size) != tuple(meta.size):
+        diffs.append(f"{format_size(ds.size)} frames (the run: {format_size(meta.size)})")
+        fixes.append(f"--size {format_size(meta.size)}")
+    if diffs:
+        why = (["its temporal state would step at another rate than in training and the rows "
+                "would carry the wrong rate"] if any("fps" in f for f in fixes) else []) + \
+              (["it would see frames of another size than in training"]
+               if any("size" in f for f in fixes) else [])
+        raise SurgflowError(
+            f"{root}: prepared at {' and '.join(diffs)}; the model of {run_dir}: "
+            f"{'; '.join(why)}. Pass --data-root of a store prepared like the run's "
+            f"(`surgflow prepare LAYOUT RAW OUT {' '.join(fixes)}`)")
 
 
 def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: bool = False,
@@ -157,13 +187,21 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
 
     if chunk is not None and int(chunk) < 1:
         raise SurgflowError(f"--chunk {chunk}: must be >= 1 frame")
-    model, cfg, meta = load_model(run_dir, checkpoint, device)
+    info: dict = {}
+    model, cfg, meta = load_model(run_dir, checkpoint, device, info=info)
+    from surgflow.runs import checkpoint_notes
+
+    ckpt_notes = checkpoint_notes(run_dir, info)  # which step; a live run; an unchecked best.pt
+    if not quiet:
+        for n in ckpt_notes:
+            print(f"surgflow eval: {n}", file=sys.stderr)
     meta = RunMeta.coerce(meta, model)
     root = data_root or meta.dataset_root
     if not root:
         raise SurgflowError(f"{run_dir}: checkpoint meta has no dataset_root; pass --data-root")
+    store_notes: list[str] = []  # missing videos and why: printed, and kept in the protocol notes
     try:
-        ds = PreparedDataset(root, split=meta.split, subset=split)
+        ds = PreparedDataset(root, split=meta.split, subset=split, log=store_notes.append)
     except SurgflowError:
         if data_root or (Path(root) / "manifest.json").is_file():
             raise
@@ -174,6 +212,7 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     if not ds.videos:
         raise SurgflowError(f"split '{meta.split}' has no '{split}' videos in "
                             f"{root}; choose another --split (val or test)")
+    check_store_matches_run(ds, meta, root, run_dir)
     from surgflow.models.video_loop import default_chunk
 
     chunk = int(chunk if chunk is not None else default_chunk(cfg))  # validation uses the same
@@ -185,20 +224,33 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
         out = base / f"eval_{tag}"
     out = check_writable_dir(out, "evaluation folder", "--out")  # before the long model pass
     label = f"{split} NON-CAUSAL" if cheat else split
-    notes = [f"checkpoint: {checkpoint}; chunk {chunk} frames, state carried across chunks"]
+    notes = [f"checkpoint: {checkpoint}; chunk {chunk} frames, state carried across chunks",
+             *ckpt_notes, *store_notes]
     if not getattr(model, "is_causal", True):
         notes.append("offline model (non-causal head): the whole video is seen at once")
     preds = predict_dataset(model, ds, ds.videos, meta, chunk, device, cheat)
-    fps = meta.fps or float(ds.fps)  # older metas without fps: the dataset's recorded rate
+    fps = float(ds.fps)  # the rows are the store's frames: fps.json must carry the store's rate
     pred_dir, gt_dir = out / "predictions", out / "ground_truth"
     write_prediction_files(preds, pred_dir, gt_dir, meta.phase_names, meta.tool_names,
                            meta.instruments, fps)
-    scores = score_predictions(preds, meta, fps, label, cheat, relaxed, notes)
+    scores = score_predictions(preds, meta, fps, label, cheat, relaxed, notes,
+                               wmae=getattr(getattr(cfg, "task", None), "wmae", "per_instrument"))
     text = "\n\n".join(score.format_table(r) for r in scores.values())
     prefix = "NONCAUSAL_" if cheat else ""
+    diag = None
+    if "phase" in scores:  # pooled per-phase P/R/F1, confusion, phases never predicted on a video
+        from surgflow.evaluation.diagnostics import format_diagnostics, phase_diagnostics
+
+        diag = phase_diagnostics({v: preds[v]["gt_phase"] for v in preds},
+                                 {v: preds[v]["phase"] for v in preds}, meta.phase_names,
+                                 unit=f"{split} videos")
+        text += "\n\n" + format_diagnostics(diag, label)
+        atomic_write_text(out / f"{prefix}diagnostics.txt", format_diagnostics(diag, label) + "\n")
     json_path = out / f"{prefix}scores.json"
     score.write_json({"run": str(run_dir), "checkpoint": checkpoint, "split": split,
-                      "NON-CAUSAL": bool(cheat), "scores": scores}, json_path)
+                      "NON-CAUSAL": bool(cheat), "data_root": str(Path(root).resolve()),
+                      "data_split": meta.split,  # the store read: `surgflow view` takes frames there
+                      "scores": scores, "phase_diagnostics": diag}, json_path)
     from surgflow.evaluation.per_video import write_per_video
 
     for task, r in scores.items():  # scores.<task>.per_video.csv / .md
@@ -224,13 +276,16 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
                 meta.horizon, pdir, fps, label, cheat)
     mapping = gt_dir / "mapping.txt"  # phase vocabulary for `surgflow score --phases`
     atomic_write_text(mapping, "".join(f"{i} {n}\n" for i, n in enumerate(meta.phase_names)))
-    rescore = (f"surgflow score phase --gt {gt_dir} --pred {pred_dir} --gt-fps {fps:g} --fps {fps:g}"
-               f" --phases {mapping}")
+    q = shlex.quote  # printed commands are pasted into a shell: paths with spaces stay one word
+    rescore = (f"surgflow score phase --gt {q(str(gt_dir))} --pred {q(str(pred_dir))} --gt-fps {fps:g} "
+               f"--fps {fps:g} --phases {q(str(mapping))}")
     if not quiet:
         print(text)
         print(f"[{label}] wrote {json_path}, predictions in {pred_dir}, {len(written)} plots")
         print(f"[{label}] re-score with: {rescore}")
+        # the page (frame thumbnails, up to ~200 MB) is a separate step, not a cost of every eval
+        print(f"[{label}] browse predictions and frames: surgflow view {shlex.quote(str(out))}")
     # task results also at the top level (res["phase"]["video"]...), as the demo reads them
     return {**scores, "scores": scores, "out": str(out), "json": str(json_path), "predictions": str(pred_dir),
             "ground_truth": str(gt_dir), "plots": [str(p) for p in written], "text": text,
-            "rescore": rescore, "preds": preds}
+            "rescore": rescore, "preds": preds, "diagnostics": diag}

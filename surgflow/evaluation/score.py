@@ -15,7 +15,7 @@ import numpy as np
 
 from surgflow.evaluation import (anticipation_metrics, phase_metrics, relaxed as relaxed_mod,
                                  segment_metrics, tool_metrics)
-from surgflow.io_utils import atomic_write_json
+from surgflow.io_utils import SurgflowError, atomic_write_json
 
 NON_CAUSAL_NOTE = ("NON-CAUSAL: the model ran in train mode (BatchNorm used batch statistics, which "
                    "include future frames); these numbers are not valid online results")
@@ -43,8 +43,6 @@ def _base_protocol(task: str, videos: Sequence[str], fps: float, label: str | No
 
 
 def _check_pairs(gt: Mapping, pred: Mapping) -> list[str]:
-    from surgflow.io_utils import SurgflowError
-
     if set(gt) != set(pred):
         only_gt = sorted(set(gt) - set(pred))
         only_pred = sorted(set(pred) - set(gt))
@@ -214,7 +212,8 @@ def score_tools(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
 # ---------------------------------------------------------------- anticipation
 
 WMAE_DESCRIPTION = {
-    "per_instrument": "per_instrument (MICCAI 2020): wMAE = (inMAE + outMAE) / 2 per instrument, "
+    "per_instrument": "per_instrument (MICCAI 2020; not the BN-pitfalls meter): wMAE = (inMAE + "
+                      "outMAE) / 2 per instrument, "
                       "mean wMAE = nanmean over instruments of those (an instrument without "
                       "in-horizon or out-of-horizon frames drops out)",
     "pitfalls_bn": "pitfalls_bn (BN-pitfalls code's meter): mean wMAE = (mean inMAE + mean outMAE) / "
@@ -258,7 +257,11 @@ def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarr
                  "none: predictions scored as written, not clipped to [0, h] (--clip to clip)"),
         "selections": {"inMAE": "0 < y < h", "outMAE": "y = h", "eMAE": "0 < y < 0.1h",
                        "mMAE": "0.1h < y < 0.9h", "dMAE": "0.9h < y < h",
-                       "pMAE": "0.1h < prediction < 0.9h and y > 0", "MAE": "0 < y <= h"},
+                       "pMAE": "0.1h + 1e-9h < prediction < 0.9h - 1e-9h and y > 0",
+                       "MAE": "0 < y <= h"},
+        "pmae_tolerance": "pMAE drops predictions within 1e-9 h of 0.1h or 0.9h (strict bounds with a "
+                          "tolerance), so a prediction of exactly 0.1h or 0.9h is in no range "
+                          "whatever its binary rounding",
         "boundaries": "strict, by integer frame distance d = round(60 fps y) against the horizon "
                       "in frames (a frame exactly at 0.1h or 0.9h is in neither range)",
         "per_video": "the same metrics over the frames of each video alone, mean over instruments",
@@ -270,15 +273,37 @@ def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarr
 
 
 def anticipation_baselines(gt: Mapping[str, np.ndarray], train: Sequence[str], test: Sequence[str],
-                           instruments: Sequence[str], horizon: float) -> dict:
-    """{"constant_h" | "train_mean": mean inMAE ... (minutes)} on the `test` videos of two
-    predictions that read no frames: constant h ("never within the horizon") and each
-    instrument's mean target over the `train` videos. gt: {video: [N, I] minutes}. A trained
-    model is only worth reading where it beats both."""
-    mean = np.concatenate([gt[v] for v in train]).mean(0)  # [I]
+                           instruments: Sequence[str], horizon: float,
+                           phases: Mapping[str, np.ndarray] | None = None) -> dict:
+    """{"constant_h" | "train_mean" [| "phase_prior"]: mean inMAE ... (minutes)} on the `test`
+    videos of predictions that read no frames: constant h ("never within the horizon"), each
+    instrument's mean target over the `train` videos and, given ground-truth `phases`
+    ({video: int [N]}, -1 = unlabelled), each instrument's mean target per phase over the `train`
+    videos, looked up with the test frame's TRUE phase (an oracle phase: a model that recognised
+    the phase perfectly and knew nothing else). gt: {video: [N, I] minutes}. A trained model is
+    only worth reading where it beats all of them."""
+    train_y = np.concatenate([gt[v] for v in train])  # [N, I]
+    mean = train_y.mean(0)  # [I]
     truth = {v: gt[v] for v in test}
     preds = {"constant_h": {v: np.full_like(y, horizon) for v, y in truth.items()},
              "train_mean": {v: np.broadcast_to(mean, y.shape).copy() for v, y in truth.items()}}
+    if phases is not None:
+        train_p = np.concatenate([np.asarray(phases[v], np.int64) for v in train])  # [N]
+        if len(train_p) != len(train_y):
+            raise SurgflowError("anticipation_baselines: phase and anticipation rows differ in length")
+        num = int(max(max(int(np.max(phases[v], initial=-1)) for v in list(train) + list(test)), 0)) + 1
+        prior = np.tile(mean, (num + 1, 1))  # [P + 1, I]; the last row serves unlabelled frames
+        for p in range(num):
+            sel = train_p == p
+            if sel.any():  # a phase never seen in training keeps the overall mean
+                prior[p] = train_y[sel].mean(0)
+        preds["phase_prior"] = {}
+        for v, y in truth.items():
+            ph = np.asarray(phases[v], np.int64)
+            if len(ph) != len(y):
+                raise SurgflowError(f"anticipation_baselines: {v}: {len(ph)} phase rows for "
+                                    f"{len(y)} anticipation rows")
+            preds["phase_prior"][v] = prior[np.where(ph >= 0, ph, num)]
     return {k: score_anticipation(truth, p, instruments, horizon)["mean"] for k, p in preds.items()}
 
 

@@ -45,11 +45,14 @@ class CheatingSetup:
     fps: float = 1.0
     horizon: float = 3.0  # minutes (the BN-pitfalls code's anticipation horizon)
     seq_len: int = 64  # T consecutive frames of one video per batch
-    epochs: int = 8
+    # measured (BENCHMARKS.md, issue 20): 8 epochs with 64 units stopped before the honest models
+    # learned (frozen BN 0.88 wMAE against 0.90 for the constant h); 40 epochs with 128 units
+    # put both honest models near half the constant's wMAE (seed 0: 0.46, 0.46)
+    epochs: int = 40
     lr: float = 1e-3
     backbone: str = "test_resnet"  # a small timm ResNet with BatchNorm
     head: str = "lstm"
-    hidden: int = 64
+    hidden: int = 128
     data_seed: int = 0
     augment: bool = False
     calibrate_init: bool = True  # initial BN statistics estimated on training frames (see _init_weights)
@@ -83,14 +86,15 @@ def _log(msg: str) -> None:
 
 def trivial_baselines(prepared: Path, train: list[str], test: list[str], horizon: float) -> dict:
     """inMAE/outMAE/wMAE (min) on the test videos of the predictions that read no frames
-    (evaluation.score.anticipation_baselines)."""
+    (evaluation.score.anticipation_baselines: constant h, train mean, per-phase prior)."""
     from surgflow.data.store import PreparedDataset
     from surgflow.evaluation.score import anticipation_baselines
 
     ds, inst = PreparedDataset(prepared), _instruments()
     gt = {v: ds.anticipation(v, horizon, inst) for v in train + test}
+    phases = {v: ds.phase(v) for v in train + test}
     return {k: {metric: float(m[metric]) for metric in METRICS}
-            for k, m in anticipation_baselines(gt, train, test, inst, horizon).items()}
+            for k, m in anticipation_baselines(gt, train, test, inst, horizon, phases).items()}
 
 
 # --------------------------------------------------------------------------- data
@@ -336,7 +340,8 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
                 results[row][m].append(e[m])
             runs.setdefault(f"seed{res['seed']}", {})[row] = e
 
-    from surgflow.experiments.cheating_report import _markdown, _plot, _stats, conclusion, paired_rows
+    from surgflow.experiments.cheating_report import (_markdown, _plot, _stats, baseline_rows, conclusion,
+                                                      paired_rows)
 
     rows = {k: {m: _stats(results[k][m]) for m in METRICS} for k in ROWS}
     train_loss = {v: _stats(final_loss[v]) for v in VARIANTS if final_loss[v]}
@@ -357,6 +362,8 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
         "final_train_loss": train_loss, "conclusion": concl, "runs": runs,
         "instrument_uses_per_video": uses, "baselines_no_frames": baselines,
         "paired_differences": {f"{a} - {b}: {m}": p for (a, b, m), p in paired_rows(rows).items()},
+        "honest_vs_baselines": {f"{row} - {b}: wMAE": p
+                                for (row, b), p in baseline_rows(rows, baselines).items()},
         "wall_seconds": wall, "device": device, "command": command, "runtime": runtime,
         "files": {"markdown": str(out / "cheating.md"), "json": str(out / "cheating.json"),
                   "plot": str(out / plot) if plot else None},

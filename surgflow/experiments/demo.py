@@ -35,6 +35,9 @@ class DemoSettings:
     horizon: float  # minutes
     seeds: int
     pretrained: str = ""  # a weights file for both models (e.g. offline_weights.timm_weights_file)
+    # `surgflow synth` variation (data/synth.py PROFILES): the conclusion is drawn on data with
+    # real laparoscopy's appearance variation, not on the clean generator the recipe was tuned on
+    profile: str = "realistic"
 
     @property
     def videos(self) -> int:
@@ -70,6 +73,19 @@ def check_out_dir(out: Path) -> None:
             f"{out} already holds files that are not from `surgflow demo`; "
             "pass --out with an empty or new directory"
         )
+
+
+def _raw_matches(raw: Path, s: DemoSettings, seed: int) -> bool:
+    """An earlier demo's raw videos are reused only when synth.json records this demo's data."""
+    import json
+
+    try:
+        rec = json.loads((raw / "synth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (len(list((raw / "videos").glob("*.mp4"))) == s.videos and rec.get("seed") == seed
+            and rec.get("videos") == s.videos and rec.get("profile", {}).get("name") == s.profile
+            and (rec.get("min_seconds"), rec.get("max_seconds")) == (s.min_seconds, s.max_seconds))
 
 
 def _stage(title: str) -> None:
@@ -204,13 +220,13 @@ def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int =
     def lap(name: str) -> None:
         timings[name] = time.time() - t0 - sum(timings.values())
 
-    _stage(f"1/5 synthesize {s.videos} surgery videos (Cholec80 layout, 160x90)")
+    _stage(f"1/5 synthesize {s.videos} surgery videos (Cholec80 layout, 160x90, profile {s.profile})")
     raw = out / "data" / "raw"
-    if not (raw / "videos").exists() or len(list((raw / "videos").glob("*.mp4"))) != s.videos:
+    if not _raw_matches(raw, s, seed):
         if raw.exists():
             shutil.rmtree(raw)
         synthesize(raw, videos=s.videos, seed=seed, width=160, height=90,
-                   min_seconds=s.min_seconds, max_seconds=s.max_seconds)
+                   min_seconds=s.min_seconds, max_seconds=s.max_seconds, profile=s.profile)
     lap("synthesize")
 
     _stage(f"2/5 prepare: decode once at 1 fps, resize to {s.size[1]}x{s.size[0]}, align labels")

@@ -74,6 +74,35 @@ def conclusion_parts(comps: list[dict], n_seeds: int) -> list[str]:
     return parts
 
 
+def phase_section(L: list[str], results: list[dict], phase_names, n_seeds: int) -> dict:
+    """Per-phase precision/recall/F1 (frames of all seeds and test videos pooled) and warnings for
+    phases never predicted on some (test video, seed) pairs, per model row; appended to L.
+    Returns {row: phase_diagnostics result} for summary.json."""
+    from surgflow.evaluation.diagnostics import phase_diagnostics
+
+    out = {}
+    for r in ROWS:
+        evs = [(res["seed"], res["evals"][r]) for res in results if r in res["evals"]]
+        gt = {f"{v} seed {s}": e["preds"][v]["gt_phase"] for s, e in evs for v in e["preds"]}
+        pred = {f"{v} seed {s}": e["preds"][v]["phase"] for s, e in evs for v in e["preds"]}
+        if gt:
+            out[r] = phase_diagnostics(gt, pred, phase_names, unit="(test video, seed) pairs")
+    if not out:
+        return out
+    L += ["", "## Per phase", "",
+          f"Precision, recall and F1 (%) per phase over the frames of all test videos and {n_seeds} "
+          "seed(s) pooled; a phase that the ground truth contains but a model never predicts on a "
+          "video is listed below the table.", ""]
+    L += rep.md_table(["phase"] + [f"{row_title(r)} {m}" for r in out for m in ("P", "R", "F1")],
+                      [[name] + [("n/a" if not np.isfinite(out[r]["per_phase"][name][m]) else
+                                  f"{out[r]['per_phase'][name][m]:.1f}")
+                                 for r in out for m in ("precision", "recall", "f1")]
+                       for name in phase_names])
+    warn = [f"- **{row_title(r)}**: {w}" for r in out for w in out[r]["warnings"]]
+    L += [""] + (warn or ["No phase of the ground truth goes unpredicted on any test video."])
+    return out
+
+
 def _stats_row(label: str, how: str, vals: dict, metrics, digits: int) -> list[str]:
     return [label, how] + [rep.fmt_pm(rep.seed_stats(vals[m]), digits) for m, _ in metrics]
 
@@ -100,7 +129,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
     test_videos = sorted(ex["per_video"])
     L = ["# surgflow demo report", ""]
     L += [f"Synthetic Cholec80-layout data: {s.videos} videos of {s.min_seconds}-{s.max_seconds} s "
-          f"(160x90, 25 fps), prepared at 1 fps and {s.size[1]}x{s.size[0]} px (WxH). Split "
+          f"(160x90, 25 fps, `surgflow synth` profile `{s.profile}`), prepared at 1 fps and {s.size[1]}x{s.size[0]} px (WxH). Split "
           f"(`{split.name}`): {s.train_videos} train, {s.val_videos} validation, {s.test_videos} test "
           f"videos ({', '.join(test_videos)}). Both models: timm `{s.backbone}` ({weights_words(s)}) + a "
           f"1-layer LSTM (64 units), trained end to end with carried hidden state (`carry_hidden`, "
@@ -152,6 +181,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
     short = {"bn_free": "BN-free", "batchnorm": "BN", "batchnorm_cheat": "BN train mode"}
     L += rep.md_table(["video", "frames"] + [f"{short[r]} accuracy (%)" for r in ROWS]
                       + [f"{short[r]} wMAE (min)" for r in ROWS], pv_rows)
+    diags = phase_section(L, results, ex["phase_names"], n_seeds)
 
     # figures
     fig = out / "figures"
@@ -192,6 +222,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
                                              ex["instruments"], s.horizon, fig / f"anticipation_{r}",
                                              label=row_title(r), non_causal=ROWS[r][1]):
             L += [f"![anticipation {r}]({rep.relpath(png, out)})", ""]
+    L += _viewer_section(out, seeds[0])
     L += ["## BatchNorm audit", "", f"Each model's first seed, `surgflow audit` checks.", ""]
     for key, a in audits.items():
         L.append(f"### {MODELS[key][1]} ({s.backbone}, norm {MODELS[key][0]}): {'LEAKS' if a.leaks else 'passes'}")
@@ -214,9 +245,28 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
                                      **{m: rep.seed_stats(values[r][m])
                                         for m, _ in PHASE_METRICS + ANT_METRICS}} for r in ROWS},
         "paired_differences": comps, "conclusion": concl, "timings": timings,
+        "phase_diagnostics": diags,
         "per_video": {r: {res["seed"]: res["evals"][r]["per_video"] for res in results if r in res["evals"]}
                       for r in ROWS}})
     return md
+
+
+def _viewer_section(out: Path, seed: int) -> list[str]:
+    """`surgflow view` of the seed's evaluations side by side (viewer/index.html) and its link;
+    nothing when the evaluation folders are not there (a report rebuilt from results only)."""
+    from surgflow.evaluation.viewer import write_view
+
+    rows = [r for r in ROWS if any((out / "eval" / f"{r}_seed{seed}" / f).is_file()
+                                   for f in ("scores.json", "NONCAUSAL_scores.json"))]
+    if not rows:
+        return []
+    evals = [out / "eval" / f"{r}_seed{seed}" for r in rows]
+    res = write_view(evals, out=out / "viewer", names=[row_title(r) for r in rows])
+    return ["### Browse the predictions", "",
+            f"[viewer/index.html]({rep.relpath(Path(res['html']), out)}): every test video of seed "
+            f"{seed}, {', '.join(row_title(r) for r in rows)} side by side on one time axis, with the "
+            f"frames (opens from disk, no server; {res['bytes'] / 1e6:.1f} MB). Made again from this "
+            f"folder with `surgflow view {' '.join(rep.relpath(e, out) for e in evals)} --out viewer`.", ""]
 
 
 def _recipe() -> str:

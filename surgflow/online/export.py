@@ -20,6 +20,7 @@ import torch
 
 from surgflow.io_utils import (SurgflowError, atomic_path, atomic_write_json, heartbeat, progress,
                                require_extra)
+from surgflow.outputs import disk_full_error, is_disk_full
 
 OUTPUT_KEYS = ("phase_prob", "tools_prob", "anticipation_min")
 
@@ -121,7 +122,15 @@ def export_onnx(model: torch.nn.Module, meta, path: str | Path, verify_frames: i
                 exporter = "torchscript" if not dynamo else "dynamo"
                 break
             except Exception as e:  # try the other exporter, report both if both fail
-                errors.append(f"{'dynamo' if dynamo else 'legacy'} exporter: {type(e).__name__}: {e}")
+                if is_disk_full(e):  # no exporter can help: say where and how much space is left
+                    raise disk_full_error(e, path.parent, f"{path} was not written; free space or "
+                                          f"pass another --onnx path") from None
+                if dynamo and isinstance(e, ModuleNotFoundError):  # the fallback's optional package
+                    errors.append(f"dynamo exporter (fallback): not available ({e.name} is not "
+                                  f"installed)")
+                else:
+                    errors.append(f"{'dynamo' if dynamo else 'legacy'} exporter: "
+                                  f"{type(e).__name__}: {e}")
         else:
             raise SurgflowError("ONNX export failed:\n" + "\n".join(errors))
 

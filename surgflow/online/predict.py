@@ -22,7 +22,7 @@ from surgflow.data.store_format import roundtrip as store_roundtrip  # prepare's
 from surgflow.data.video import frame_to_rgb, is_stream, open_video, rotation_note, sample_frames
 from surgflow.evaluation.rates import FPS_SIDECAR, read_fps_sidecar, write_fps_sidecar
 from surgflow.io_utils import SurgflowError, progress
-from surgflow.outputs import check_output_file, check_writable_dir
+from surgflow.outputs import check_output_file, check_writable_dir, disk_full_error, is_disk_full
 
 def resize_array(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB [h, w, 3] -> [H, W, 3] with the same resampler (swscale via PyAV)."""
@@ -149,6 +149,7 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
     rows: dict[str, list[np.ndarray]] = {}
     latencies: list[float] = []
     stopped = None
+    full: OSError | None = None  # the overlay's disk filled up: predictions are still written
     stats: dict = {}
     limited = False
     # Files get a progress bar; streams print the per-frame latency instead.
@@ -187,6 +188,8 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
         except KeyboardInterrupt:
             stopped = "interrupted (Ctrl-C)"
         except Exception as e:  # av decode/demux errors: keep what we have
+            if is_disk_full(e):  # writing the overlay, not decoding
+                full = e
             stopped = f"decoding stopped with {type(e).__name__}: {e}"
     finally:
         if bar is not None:
@@ -195,15 +198,26 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
         n = len(latencies)
         if stopped is None and not limited and expected is not None and not live and n < expected - 1:
             stopped = f"the video ended after {n} of ~{expected} expected frames (truncated file?)"
-        if tap is not None:
-            tap.close(ok=n > 0)
-        elif renderer is not None:
-            renderer.close(ok=n > 0)
+        try:
+            if tap is not None:
+                tap.close(ok=n > 0 and full is None)
+            elif renderer is not None:
+                renderer.close(ok=n > 0 and full is None)
+        except OSError as e:  # the muxer flushes on close: a full disk often shows only here
+            if not is_disk_full(e):
+                raise
+            full = e
         preds = {k: np.stack(v).astype(np.float32) for k, v in rows.items()}
         written: list[Path] = []
         if n > 0:
             written = write_predictions(out_dir, video, preds, predictor.meta)
             write_fps_sidecar(out_dir, fps, "surgflow predict: <video>-phase/-tool/-anticipation.txt")
+    if full is not None:
+        full = OSError(full.errno, full.strerror, str(render))  # not the atomic write's temp name
+        of = f" of ~{expected}" if expected and n < expected - 1 else ""
+        kept = f"the {n}{of} predictions made were written to {out_dir}; " if n else ""
+        raise disk_full_error(full, Path(render).parent, f"{kept}the overlay {render} was not "
+                              f"written; free space or pass another --render path") from None
     if n == 0:
         raise SurgflowError(f"no frame could be decoded from {source}" + (f" ({stopped})" if stopped else ""))
     lat = np.asarray(latencies) * 1e3

@@ -209,12 +209,23 @@ class OverlayRenderer:
         self.frames += 1
 
     def close(self, ok: bool = True) -> None:
-        """Flush the encoder and move the file into place (also after a stream stopped mid-way)."""
+        """Flush the encoder and move the file into place (also after a stream stopped mid-way);
+        when the flush fails (a full disk), the temporary file is removed and the error raised."""
         if self.container is not None:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            self.container.close()
-            self.container = None
+            container, self.container = self.container, None
+            try:
+                try:
+                    if ok:
+                        for packet in self.stream.encode():
+                            container.mux(packet)
+                finally:
+                    container.close()
+            except BaseException:
+                try:
+                    self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+                except RuntimeError:
+                    pass
+                raise
         if self.frames == 0:
             ok = False  # nothing to show: leave no empty file behind
         try:

@@ -13,8 +13,8 @@ from typing import Any, Optional
 import torch
 
 # re-exported for training code and older imports; the file format's home is surgflow/runs.py
-from surgflow.runs import (best_problem, load_checkpoint, load_model, repair_best,  # noqa: F401
-                           resolve_checkpoint_path, save_checkpoint, shape_mismatches)
+from surgflow.runs import (best_problem, load_checkpoint, load_model, peek_checkpoint,  # noqa: F401
+                           repair_best, resolve_checkpoint_path, save_checkpoint, shape_mismatches)
 
 # Keys that may change between an interrupted run and its --resume.
 RESUME_MUTABLE = {

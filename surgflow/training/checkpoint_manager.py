@@ -16,7 +16,8 @@ import torch
 
 from surgflow.config import Config, to_dict
 from surgflow.io_utils import SurgflowError
-from surgflow.training.checkpoint import config_differences, load_checkpoint, save_checkpoint
+from surgflow.training.checkpoint import (config_differences, load_checkpoint, peek_checkpoint,
+                                          save_checkpoint)
 from surgflow.training.runtime import Runtime, get_rng_state, set_rng_state
 
 # progress counters saved beside the state dicts (the trainer owns their values)
@@ -32,6 +33,7 @@ class CheckpointManager:
         self.generators: dict[str, torch.Generator] = {}
         self.strategy = None
         self.meta: dict = {}
+        self.data: dict = {}  # {subset: {video: checksum}} of the videos trained and validated on
         self.running: Callable[[], dict] = dict  # this rank's running epoch statistics
 
     def refuse_existing_run(self, resume: bool) -> None:
@@ -40,10 +42,12 @@ class CheckpointManager:
                                 f"continue it, or choose another --out")
 
     def track(self, strategy, generators: dict, meta: dict, running: Callable[[], dict] = dict,
-              **components) -> None:
+              data: Optional[dict] = None, **components) -> None:
         """What goes into a checkpoint: `components` by name; per rank the RNG states, the strategy
-        state and `running()` (the epoch's loss sums so far: a resumed epoch logs all its steps)."""
+        state and `running()` (the epoch's loss sums so far: a resumed epoch logs all its steps);
+        `data` ({subset: {video: manifest checksum}}: a resume on re-prepared data is caught)."""
         self.strategy, self.generators, self.meta, self.running = strategy, generators, meta, running
+        self.data = dict(data or {})
         self.components.update(components)
 
     # ---- save ----
@@ -61,7 +65,7 @@ class CheckpointManager:
         ckpt.update({k: v for k, v in progress.items() if k not in PROGRESS_KEYS})
         ckpt.update(rng=[r["rng"] for r in ranks], strategy=[r["strategy"] for r in ranks],
                     running=[r["running"] for r in ranks], world_size=self.rt.world_size,
-                    meta=self.meta)
+                    meta=self.meta, data=self.data)
         ckpt["best"] = dict(ckpt["best"])
         return ckpt
 
@@ -74,6 +78,17 @@ class CheckpointManager:
                 save_checkpoint(self.best_path, ckpt)
 
     # ---- resume ----
+    def read_last(self, mmap: bool = True) -> dict:
+        """last.pt for --resume (mmap: records only); an unreadable file is a SurgflowError that
+        names the file and the ways on."""
+        try:
+            return peek_checkpoint(self.last_path) if mmap else load_checkpoint(self.last_path)
+        except SurgflowError as e:
+            raise SurgflowError(
+                f"--resume: {e}. If it was copied or synced, copy it again (an interrupted copy "
+                f"leaves it empty or truncated); otherwise start the run over: delete {self.dir} "
+                f"(its progress is lost) or train into another --out") from None
+
     def restore(self) -> Optional[dict]:
         """Load last.pt into the tracked components and this rank's RNGs. Returns the checkpoint's
         progress (PROGRESS_KEYS + extra keys) with `pending_strategy` (the strategy state to load
@@ -82,7 +97,7 @@ class CheckpointManager:
         if not self.last_path.exists():
             self.log(f"--resume: no checkpoint in {self.dir}; starting a new run")
             return None
-        ckpt = load_checkpoint(self.last_path)
+        ckpt = self.read_last(mmap=False)
         diffs = config_differences(ckpt["config"], to_dict(self.cfg))
         if diffs:
             raise SurgflowError(f"--resume: {self.last_path} was written by a different config; "
@@ -104,7 +119,8 @@ class CheckpointManager:
         if ckpt["step_in_epoch"] == 0:  # an epoch starts with fresh states
             pending.pop("carry", None)
             running = None
-        skip = set(self.components) | {"config", "rng", "strategy", "running", "world_size", "meta"}
+        skip = set(self.components) | {"config", "rng", "strategy", "running", "world_size", "meta",
+                                       "data"}
         progress = {k: v for k, v in ckpt.items() if k not in skip}
         progress.update(pending_strategy=pending, running=running)
         return progress

@@ -63,12 +63,15 @@ class _RNGReplay:
             yield
 
 
-def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int, state=None):
+def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int, state=None,
+                      loss_fn=None):
     """One forward/backward over a whole [B, T] batch; the caller steps the optimiser.
 
     model: a SurgflowModel (not DDP-wrapped: all-reduce the gradients after this call).
     frames: uint8 or float in [0, 1], [B, T, 3, H, W] (uint8 keeps the long sequence 4x smaller;
             it is converted per micro-batch). batch: Batch with phase/tools/anticipation/valid/new_video.
+    loss_fn: (outputs, batch) -> (loss to backpropagate, logs); default model.loss (the trainer
+            passes its rank-weighted loss under DDP).
     -> (loss_value float, logs {name: float}, new_state detached)
     """
     if micro_batch <= 0:
@@ -86,6 +89,9 @@ def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int,
     backbone_trains = any(p.requires_grad for p in model.backbone.parameters())
     for i, (a, b) in enumerate(spans):
         if i == len(spans) - 1 and backbone_trains:
+            # autocast caches its weight casts; torch < 2.11 keeps casts made under no_grad and
+            # reuses them here, which cuts the backbone out of the graph (no gradients at all)
+            torch.clear_autocast_cache()
             last = model.features(flat[a:b])  # [m, 1, D] with graph
             feats.append(last.detach())
         else:
@@ -96,7 +102,7 @@ def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int,
 
     # (b) temporal head + losses with autograd; gradients w.r.t. the features
     outputs, new_state = model.temporal(feats, state, new_video, getattr(batch, "valid", None))
-    total, logs = model.loss(outputs, batch, cfg)
+    total, logs = loss_fn(outputs, batch) if loss_fn is not None else model.loss(outputs, batch, cfg)
     total.backward()
     grad = feats.grad.reshape(B * T, 1, -1)  # [N, 1, D]
 
@@ -105,6 +111,7 @@ def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int,
     if backbone_trains:
         a, b = spans[-1]
         last.backward(grad[a:b].to(last.dtype))
+        torch.clear_autocast_cache()  # as in (a): no cast made without a graph may be reused
         for i, (a, b) in enumerate(spans[:-1]):
             with torch.enable_grad(), rng.replay(i):
                 f = model.features(flat[a:b])  # [m, 1, D]

@@ -27,6 +27,7 @@ class MetricsLogger:
         self.rows: list[dict] = []
         self.tb = None
         self._file = None
+        self.watch = "val/accuracy"  # validation metric whose fall past its best the log reports
 
     @property
     def csv_path(self) -> Path:
@@ -68,6 +69,18 @@ class MetricsLogger:
             with open(self.csv_path, newline="") as f:
                 self.rows = [r for r in csv.DictReader(f) if float(r["epoch"]) <= epoch]
 
+    def restore_row(self, row: dict, step: int) -> bool:
+        """A resumed run's checkpoint row (kept in last.pt): appended to metrics.csv when the
+        interrupted run did not write it (returns True), its floats to TensorBoard either way."""
+        if not self.is_main:
+            return False
+        if any(float(r["epoch"]) == float(row["epoch"]) for r in self.rows):
+            self.scalars({k: v for k, v in row.items()
+                          if isinstance(v, float) and k not in ("epoch", "step")}, step)
+            return False
+        self.write_row(row, step)
+        return True
+
     def write_row(self, row: dict, step: int) -> None:
         """Append one epoch row to metrics.csv (rewritten atomically) and its floats to TensorBoard."""
         if not self.is_main:
@@ -81,11 +94,24 @@ class MetricsLogger:
         w.writeheader()
         w.writerows(self.rows)
         atomic_write_text(self.csv_path, buf.getvalue())
+        self._warn_if_falling()
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, float) and k not in ("epoch", "step") and math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
             self.tb.flush()
+
+    def _warn_if_falling(self) -> None:
+        """A log line when validation is past its best and still falling (overfitting shows)."""
+        from surgflow.evaluation.diagnostics import validation_trend
+        from surgflow.training.validation import lower_is_better
+
+        pts = [(float(r["epoch"]), float(r[self.watch])) for r in self.rows if r.get(self.watch) not in (None, "")]
+        if pts:
+            note = validation_trend([v for _, v in pts], [e for e, _ in pts], self.watch,
+                                    not lower_is_better(self.watch))
+            if note:
+                self.log(f"WARNING: validation past its best and still falling: {note}")
 
     def scalars(self, values: dict, step: int) -> None:
         if self.tb is not None:

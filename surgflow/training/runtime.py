@@ -227,6 +227,27 @@ class Runtime:
         total = float(t.item())
         return n_local * self.world_size / total if total > 0 else 0.0
 
+    def loss_weights(self, denominators: dict) -> dict:
+        """{task: local x world_size / sum over ranks} for each task's loss denominator on this
+        rank (strategies.loss_denominator: the class weights of the labelled valid frames for the
+        phase cross-entropy, the valid frames otherwise): a rank's loss times its weight, averaged
+        over ranks as DDP averages gradients, is the loss over all ranks' frames. One collective;
+        all 1 in one process."""
+        if not self.distributed:
+            return {k: 1.0 for k in denominators}
+        keys = sorted(denominators)
+        totals = self.all_reduce_sum([denominators[k] for k in keys])
+        return {k: (denominators[k] * self.world_size / t if t > 0 else 0.0)
+                for k, t in zip(keys, totals)}
+
+    def all_reduce_sum(self, values: list) -> list:
+        """Element-wise sums over the ranks of a list of floats (float64, one collective)."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(v) for v in t.tolist()]
+
     def all_reduce_mean(self, value: float) -> float:
         if not self.distributed:
             return value

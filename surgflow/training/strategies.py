@@ -17,6 +17,7 @@ optimiser step, clipping, NaN checks and checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
@@ -69,8 +70,55 @@ def valid_frames(batch) -> int:
     return int(getattr(batch, "labels", batch).valid.sum())
 
 
+def loss_denominator(task, batch) -> float:
+    """What `task`'s loss on `batch` is a mean over (models/tasks.py): for a class-weighted
+    cross-entropy (phase) the class weights of its labelled valid frames, else the valid frames."""
+    labels = getattr(batch, "labels", batch)
+    valid = labels.valid
+    weights = getattr(task, "class_weights", None)
+    if weights is None:
+        return float(valid.sum())
+    target = labels.phase.to(valid.device)
+    labelled = valid & (target >= 0)
+    return float(weights.to(valid.device)[target[labelled]].double().sum())
+
+
+def rank_weighted_loss(model, outputs: dict, batch, cfg, rt):
+    """(loss to backpropagate, logs) of `model` on this rank's batch. In one process the model's
+    loss. Under DDP each task's loss times this rank's share of the task's denominator
+    (Runtime.loss_weights): averaged over the ranks (DDP, or all_reduce_gradients), the gradient
+    is that of one process's loss over all ranks' frames, also with class-weighted phases and
+    ranks with idle lanes. logs hold this rank's unweighted losses, as model.loss's."""
+    if not rt.distributed:
+        return model.loss(outputs, batch, cfg)
+    parts = {name: task.loss(outputs, batch, cfg) for name, task in model.tasks.items()}
+    weights = rt.loss_weights({name: loss_denominator(task, batch)
+                               for name, task in model.tasks.items()})
+    total = sum(parts[name][name] * weights[name] for name in parts)
+    logs = {k: v.detach() for p in parts.values() for k, v in p.items()}
+    logs["loss"] = sum(parts[name][name] for name in parts).detach()
+    return total, logs
+
+
 def _to_float(logs: dict) -> dict:
     return {k: float(v) for k, v in logs.items()}
+
+
+@contextlib.contextmanager
+def _batch_stats_frozen(layers: list, frozen: bool):
+    """BatchNorm layers in eval mode inside the block when `frozen`: a batch without one valid
+    frame (a rank's idle step) must not move their running statistics."""
+    if not frozen or not layers:
+        yield
+        return
+    was = [m.training for m in layers]
+    for m in layers:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, w in zip(layers, was):
+            m.train(w)
 
 
 class Strategy:
@@ -84,7 +132,12 @@ class Strategy:
         self.ctx, self.cfg, self.rt, self.model = ctx, ctx.cfg, ctx.rt, ctx.model
         self.fwd = self.rt.wrap(self.model) if self.uses_ddp_forward else self.model
         self.state = None  # carried temporal state
-        self.loss_weight = 1.0  # this rank's share under DDP (Runtime.frame_weight), set per step
+        self.loss_weight = 1.0  # a factor on the loss before backward (1: rank_weighted_loss weights)
+        from surgflow.models.backbones import batch_stat_layers
+
+        # norm layers that pool statistics over the batch in training (model.norm native + BN)
+        bb = self.model.backbone
+        self.batch_stat_norms = [bb.get_submodule(n) for n in batch_stat_layers(bb)]
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of the loss times this rank's weight (DDP averages the gradients over ranks)."""
@@ -105,8 +158,12 @@ class Strategy:
     # -- compute --
     def inputs(self, batch) -> torch.Tensor:
         x = self.rt.frames_to_input(batch.frames)  # float [B, T, 3, H, W] in [0, 1]
-        if self.ctx.augment is not None:
-            x = self.ctx.augment(x, generator=self.ctx.generator)
+        aug = self.ctx.augment
+        if aug is not None and getattr(aug, "per_video", False):  # keeps parameters per lane video
+            x = aug(x, generator=self.ctx.generator, new_video=batch.new_video,
+                    starts=getattr(batch, "starts", None))
+        elif aug is not None:
+            x = aug(x, generator=self.ctx.generator)
         return x
 
     def forward(self, batch, state=None):
@@ -119,6 +176,26 @@ class Strategy:
 
     def train_step(self, batch) -> StepResult:
         raise NotImplementedError
+
+    def loss(self, outputs: dict, batch):
+        """(loss to backpropagate, logs): rank_weighted_loss (the model's loss in one process)."""
+        return rank_weighted_loss(self.model, outputs, batch, self.cfg, self.rt)
+
+    def idle_norms(self, batch):
+        """Context for the forward of `batch` (on the CPU, before the transfer): BatchNorm
+        statistics untouched when no frame of it is valid (an idle step of a rank under DDP)."""
+        return _batch_stats_frozen(self.batch_stat_norms, not bool(batch.valid.any()))
+
+    def refuse_padded_batch_stats(self, why: str) -> None:
+        """Lanes or clips whose padding would enter BatchNorm's batch statistics are refused."""
+        if not self.batch_stat_norms:
+            return
+        raise SurgflowError(
+            f"train.batch_size={self.cfg.train.batch_size} with BatchNorm using batch statistics "
+            f"(backbone '{self.cfg.model.backbone}', model.norm {self.cfg.model.norm}: "
+            f"{len(self.batch_stat_norms)} BatchNorm layers in train mode): {why}, so padding "
+            f"frames would enter the statistics that normalise the real frames. Use model.norm: "
+            f"frozen_bn or gn (or a BN-free backbone), or train.batch_size=1")
 
     def extra_module(self) -> Optional[nn.Module]:
         """Strategy-owned trainable module (optimised and checkpointed with the model)."""
@@ -158,16 +235,21 @@ class CarryHidden(Strategy):
                 f"train.batch_size: {B} lanes x {W} process(es) = {B * W} lanes but the training "
                 f"subset has only {n} videos; every lane streams whole videos, so use "
                 f"train.batch_size <= {max(n // W, 1)}")
+        if B > 1:
+            self.refuse_padded_batch_stats(f"{B} lanes end their videos at different steps (a "
+                                           f"lane's last chunk is padded, a finished lane idles)")
         self.sampler = LanesSampler(ctx.train_ds, lanes=B, seq_len=self.cfg.train.seq_len,
                                     **self.sampler_kwargs())
 
     def train_step(self, batch) -> StepResult:
-        batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
-        outputs, state = self.forward(batch, self.state)
-        loss, logs = self.model.loss(outputs, batch, self.cfg)
+        batch = trim_padding(batch)
+        with self.idle_norms(batch):
+            batch = batch.to(self.rt.device, non_blocking=True)
+            outputs, state = self.forward(batch, self.state)
+        loss, logs = self.loss(outputs, batch)
         self.backward(loss)
         self.state = self.model.detach_state(state)  # truncated BPTT: carry values, not graphs
-        return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
+        return StepResult(float(logs["loss"]), _to_float(logs), int(batch.valid.sum()))
 
 
 @STRATEGIES.register("clips")
@@ -183,15 +265,21 @@ class Clips(Strategy):
         if T > longest:
             raise SurgflowError(f"train.seq_len: clips of T={T} frames do not fit; the longest "
                                 f"training video has {longest} frames. Use train.seq_len <= {longest}")
+        shortest = min(self._lengths() or [T])
+        if self.cfg.train.batch_size > 1 and shortest < T:
+            self.refuse_padded_batch_stats(f"a clip of a video shorter than T={T} frames (the "
+                                           f"shortest training video has {shortest}) is padded")
         self.sampler = ClipSampler(ctx.train_ds, batch_size=self.cfg.train.batch_size, seq_len=T,
                                    **self.sampler_kwargs())
 
     def train_step(self, batch) -> StepResult:
-        batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
-        outputs, _ = self.forward(batch, None)  # fresh state
-        loss, logs = self.model.loss(outputs, batch, self.cfg)
+        batch = trim_padding(batch)
+        with self.idle_norms(batch):
+            batch = batch.to(self.rt.device, non_blocking=True)
+            outputs, _ = self.forward(batch, None)  # fresh state
+        loss, logs = self.loss(outputs, batch)
         self.backward(loss)
-        return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
+        return StepResult(float(logs["loss"]), _to_float(logs), int(batch.valid.sum()))
 
     def state_dict(self) -> dict:
         return {"carry": None}
@@ -226,10 +314,10 @@ class FullContext(Strategy):
         batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
         x = self.inputs(batch)
         with self.rt.autocast():
-            loss, logs, state = self._step(self.model, x, batch, self.cfg,
-                                           self.cfg.train.micro_batch, self.state)
+            _, logs, state = self._step(self.model, x, batch, self.cfg,
+                                        self.cfg.train.micro_batch, self.state, loss_fn=self.loss)
         self.state = self.model.detach_state(state)
-        return StepResult(float(loss), _to_float(logs), int(batch.valid.sum()))
+        return StepResult(float(logs["loss"]), _to_float(logs), int(batch.valid.sum()))
 
 
 class FrameClassifier(nn.Module):
@@ -351,16 +439,17 @@ class TwoStage(Strategy):
             with self.rt.autocast():
                 outputs, _ = self.model.temporal(batch.feats.to(self.rt.device), None,
                                                  labels.new_video, labels.valid)
-            loss, logs = self.model.loss(outputs, labels, self.cfg)
+            loss, logs = self.loss(outputs, labels)
             loss.backward()
-            return StepResult(float(loss.detach()), _to_float(logs), int(labels.valid.sum()))
-        batch = batch.to(self.rt.device, non_blocking=True)  # stage 1: single frames [B*T, 1, ...]
-        x = self.inputs(batch)
-        with self.rt.autocast():
-            outputs = self.classifier(self.model.features(x))  # [N, 1, ...]
-        loss, logs = self.model.loss(outputs, batch, self.cfg)
+            return StepResult(float(logs["loss"]), _to_float(logs), int(labels.valid.sum()))
+        with self.idle_norms(batch):  # stage 1: single frames [B*T, 1, ...]
+            batch = batch.to(self.rt.device, non_blocking=True)
+            x = self.inputs(batch)
+            with self.rt.autocast():
+                outputs = self.classifier(self.model.features(x))  # [N, 1, ...]
+        loss, logs = self.loss(outputs, batch)
         loss.backward()
-        return StepResult(float(loss.detach()), _to_float(logs), int(batch.valid.sum()))
+        return StepResult(float(logs["loss"]), _to_float(logs), int(batch.valid.sum()))
 
     def state_dict(self) -> dict:
         return {"carry": None, "classifier": self.classifier.state_dict()}

@@ -15,6 +15,10 @@ run ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import os
+import shlex
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -31,7 +35,7 @@ from surgflow.training.metrics_log import MetricsLogger
 from surgflow.training.runtime import (Runtime, clip_gradients, make_optimizer, param_groups,
                                       setup_runtime)
 from surgflow.training.schedules import make_scheduler
-from surgflow.training.strategies import TrainContext, build_strategy, valid_frames
+from surgflow.training.strategies import TrainContext, build_strategy
 from surgflow.training.validation import lower_is_better, validate, validation_metrics
 
 
@@ -54,6 +58,12 @@ def _check_tasks(cfg: Config, ds) -> list[str]:
         raise SurgflowError(f"task.instruments: {missing or '[]'} not among the tools of {where} "
                             f"({', '.join(ds.tool_names)}); choose a non-empty subset")
     return list(cfg.task.instruments)
+
+
+def _new_running() -> dict:
+    """An epoch's running statistics (saved per rank in checkpoints): loss sums weighted by valid
+    frames, the frames, the gradient-norm sum and the steps."""
+    return {"sums": {}, "frames": 0, "grad_norm": 0.0, "n": 0}
 
 
 class Trainer:
@@ -141,20 +151,24 @@ class Trainer:
         ds = self.ds
         self.meta = RunMeta.from_training(ds, cfg, self.model, self.instruments)
         self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta.to_dict(),
-                        running=lambda: {"sums": dict(self._running["sums"]), "n": self._running["n"]},
-                        model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+                        running=lambda: {**self._running, "sums": dict(self._running["sums"])},
+                        data=self._data_record(), model=self.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler)
         # progress counters
         self.epoch, self.step_in_epoch, self.step = 0, 0, 0
         self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
         self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
-        self._running: dict = {"sums": {}, "n": 0}
+        self._running: dict = _new_running()
         self._resumed_running: Optional[dict] = None
+        self._restored_row: Optional[dict] = None  # the metrics row last.pt keeps
+        self._signal: Optional[int] = None  # SIGTERM/SIGINT received: checkpoint and stop
         if self.resume:
             self._load_resume()
         if rt.is_main:
             atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
         self.metrics.open_tensorboard(purge_step=self.step if self.resume else None)
         self.metrics.config(to_dict(cfg), to_yaml(cfg), validation_metrics(cfg.task.tasks))
+        self._restore_row()
 
     def _setup_data(self) -> None:
         from surgflow.data.store import PreparedDataset
@@ -162,7 +176,9 @@ class Trainer:
         cfg = self.cfg
         if not cfg.data.root:
             raise SurgflowError("data.root: not set; point it to a dataset written by `surgflow prepare`")
-        ds = PreparedDataset(cfg.data.root, split=cfg.data.split)
+        # notes (videos prepare could not do, and why) go to the log, not only to stderr
+        ds = PreparedDataset(cfg.data.root, split=cfg.data.split,
+                             log=lambda note: self.log(f"WARNING: {note}"))
         self.train_ds = ds.subset(cfg.data.train_subset)
         if not self.train_ds.videos:
             raise SurgflowError(f"data.split '{cfg.data.split}': the '{cfg.data.train_subset}' subset "
@@ -217,17 +233,54 @@ class Trainer:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                 "best": dict(self.best)}
 
-    def save(self, best: bool = False) -> None:
-        self.ckpt.save(self._progress(), best=best)  # collective: all ranks call it
+    def save(self, best: bool = False, row: Optional[dict] = None) -> None:
+        """last.pt (and best.pt); `row`: the epoch's metrics row, kept in the checkpoint so that
+        a stop between the checkpoint and metrics.csv loses nothing (restored on --resume)."""
+        # collective: all ranks call it
+        self.ckpt.save({**self._progress(), "metrics_row": row}, best=best)
+
+    def _data_record(self) -> dict:
+        """{subset: {video: manifest checksum}} of the training and validation videos."""
+        entries = self.ds.manifest.get("videos", {})
+        subsets = {"train": self.train_ds, "val": self.val_ds}
+        return {name: {v: str(entries.get(v, {}).get("checksum", "")) for v in ds.videos}
+                for name, ds in subsets.items() if ds is not None}
+
+    def _video_differences(self, saved: dict) -> list[str]:
+        """The videos of the checkpoint's train/val subsets that are gone, new or re-prepared
+        with other content (the manifest's per-video checksums); [] for a checkpoint without
+        the record (older surgflow)."""
+        def names(videos):
+            videos = sorted(videos)
+            return ", ".join(videos[:8]) + (f" (+{len(videos) - 8} more)" if len(videos) > 8 else "")
+
+        now = self._data_record()
+        diffs = []
+        for subset in ("train", "val"):
+            if not isinstance(saved.get(subset), dict):
+                continue
+            a, b = saved[subset], now.get(subset, {})
+            changed = [v for v in a if v in b and a[v] != b[v]]
+            if changed:
+                diffs.append(f"{subset} videos {names(changed)}: other content (manifest checksums "
+                             f"differ: re-prepared from other sources)")
+            if set(a) - set(b):
+                diffs.append(f"{subset} videos {names(set(a) - set(b))}: no longer in the {subset} "
+                             f"subset")
+            if set(b) - set(a):
+                diffs.append(f"{subset} videos {names(set(b) - set(a))}: new in the {subset} subset")
+        return diffs
 
     def _check_resume_data(self) -> None:
-        """--resume on other data (root, frame size, labels) only when the user says so."""
+        """--resume on other data (root, frame size, labels, videos) only when the user says so."""
         if not self.last_path.exists():
             return
-        meta = torch.load(self.last_path, map_location="cpu", weights_only=True, mmap=True).get("meta") or {}
+        ck = self.ckpt.read_last(mmap=True)
+        meta = ck.get("meta") or {}
         diffs = [f"{k}: {meta[k]!r} (checkpoint) vs {self.meta[k]!r} (now)"
                  for k in ("dataset_root", "size", "fps", "phase_names", "tool_names", "instruments")
                  if k in meta and meta[k] != self.meta[k]]
+        diffs += self._video_differences(ck.get("data") or {})
         if diffs and not self.allow_data_change:
             raise SurgflowError(
                 f"--resume: {self.last_path} was trained on other data: {'; '.join(diffs)}. Resume "
@@ -245,7 +298,7 @@ class Trainer:
                 raise
             raise SurgflowError(
                 f"--resume: the weights in {self.last_path} do not fit the model built now "
-                f"({shape_mismatches(self.model, torch.load(self.last_path, weights_only=True, mmap=True)['model'])}): "
+                f"({shape_mismatches(self.model, self.ckpt.read_last(mmap=True)['model'])}): "
                 f"the dataset's phases/tools or the model changed; start a new --out") from None
         if progress is None:
             self.resume = False
@@ -256,7 +309,10 @@ class Trainer:
         if self.rt.is_main and not repair_best(self.ckpt.dir, self.log):
             self.best.update(value=None, epoch=None, step=None)
         self._pending = progress["pending_strategy"]
-        self._resumed_running = progress.get("running")
+        running = progress.get("running")
+        # sums of an older surgflow (per step, not per frame) cannot continue: logged from here
+        self._resumed_running = running if running and "frames" in running else None
+        self._restored_row = progress.get("metrics_row")
         self.metrics.resume_rows(self.epoch)
         self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step} "
                  f"({self.step_in_epoch} into the epoch)")
@@ -287,20 +343,35 @@ class Trainer:
         if self.val_ds is None:
             improved = True  # best = last
             self.best.update(epoch=epoch_done, step=self.step)
-        self.save(best=improved)
         row = {"epoch": epoch_done, "step": self.step,
                **{f"train/{k}": v for k, v in train_logs.items()}, **metrics,
                "lr": float(self.optimizer.param_groups[0]["lr"]), "frames_per_s": fps}
+        self.save(best=improved, row=row)  # the row travels with the checkpoint
         self.metrics.write_row(row, self.step)
         if phases:
             self.metrics.ribbons(phases, len(self.ds.phase_names), self.step)
         if self.rt.is_main:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                              if k not in ("epoch", "step", "lr") and isinstance(v, float))
-            self.log(f"epoch {epoch_done:g} step {self.step}: {shown}"
-                     + (" (best)" if improved and self.val_ds is not None else ""))
+            self.log(self._row_line(row, improved and self.val_ds is not None))
         self.rt.barrier()
         return metrics
+
+    @staticmethod
+    def _row_line(row: dict, best: bool) -> str:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                          if k not in ("epoch", "step", "lr") and isinstance(v, float))
+        return f"epoch {row['epoch']:g} step {row['step']}: {shown}" + (" (best)" if best else "")
+
+    def _restore_row(self) -> None:
+        """On --resume from an epoch's checkpoint: its metrics row back in metrics.csv and
+        log.txt when the interrupted run stopped before writing them (kill, disk full), and in
+        TensorBoard in any case (the resume purges its events from the checkpoint's step on)."""
+        row, self._restored_row = self._restored_row, None
+        if not row or not self.rt.is_main or float(row["epoch"]) > self.epoch:
+            return  # a partial epoch's row is replaced by the full epoch's
+        if self.metrics.restore_row(row, self.step):
+            best = self.val_ds is not None and self.best.get("step") == row["step"]
+            self.log(self._row_line(row, best) + f" [restored from {self.last_path}: the run "
+                     f"stopped after this checkpoint, before its metrics row was written]")
 
     # ---------------------------------------------------------------- training
     def _fail(self, what: str, batch) -> None:
@@ -317,10 +388,14 @@ class Trainer:
         stopped = "done"
         last_metrics: dict = {}
         train_logs: dict = {}
+        handlers = self._catch_stop_signals()
         try:
             while self.epoch < t.epochs:
                 if t.max_steps and self.step >= t.max_steps:
                     stopped = "max_steps"
+                    break
+                if self._stop_requested():  # arrived during validation: last.pt is this position
+                    stopped = self._stop_for_signal(save=False)
                     break
                 epoch = self.epoch
                 self.strategy.start_epoch(epoch)
@@ -329,9 +404,9 @@ class Trainer:
                     self._pending = None
                 n_steps = self.strategy.steps_per_epoch(epoch)
                 # loss sums over the epoch's steps; a resumed epoch continues the saved ones
-                self._running, self._resumed_running = self._resumed_running or {"sums": {}, "n": 0}, None
+                self._running, self._resumed_running = self._resumed_running or _new_running(), None
                 sums = self._running["sums"]
-                frames, t_train = 0, 0.0
+                frames, t_train, fps = 0, 0.0, 0.0
                 bar = progress(total=n_steps, initial=self.step_in_epoch,
                                desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
                                **({} if rt.is_main else {"disable": True}))
@@ -341,14 +416,13 @@ class Trainer:
                         stopped = "max_steps"
                         break
                     self.optimizer.zero_grad(set_to_none=True)
-                    # ranks weighted by their valid frames: the gradient is the all-frames mean
-                    weight = rt.frame_weight(valid_frames(batch))
-                    self.strategy.loss_weight = weight if self.uses_ddp else 1.0
+                    # under DDP the strategy weights each task's loss by this rank's share of its
+                    # frames (class-weighted for phases): the gradient is the all-frames one
                     res = self.strategy.train_step(batch)
                     if rt.any_true(not math.isfinite(res.loss)):
                         self._fail(f"non-finite loss ({res.loss})", batch)
                     if not self.uses_ddp:
-                        rt.all_reduce_gradients(self.params, weight)
+                        rt.all_reduce_gradients(self.params)
                     gnorm = clip_gradients(self.params, t.grad_clip, t.agc, self.agc_params)
                     if rt.any_true(not math.isfinite(gnorm)):
                         self._fail(f"non-finite gradient norm ({gnorm}, loss {res.loss:.4g})", batch)
@@ -358,26 +432,44 @@ class Trainer:
                     self.step += 1
                     self.step_in_epoch += 1
                     frames += res.frames
-                    for k, v in {**res.logs, "grad_norm": gnorm}.items():
-                        sums[k] = sums.get(k, 0.0) + v
+                    # losses weighted by the step's valid frames (an idle step counts 0 frames,
+                    # not a loss of 0); the gradient norm is the same on every rank: per step
+                    for k, v in res.logs.items():
+                        sums[k] = sums.get(k, 0.0) + v * res.frames
+                    self._running["frames"] += res.frames
+                    self._running["grad_norm"] += gnorm
                     self._running["n"] += 1
-                    now = time.perf_counter()
-                    fps = frames * rt.world_size / max(now - t0, 1e-9)
+                    if not rt.distributed:
+                        fps = frames / max(time.perf_counter() - t0, 1e-9)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{res.loss:.4f}",
-                                    lr=f"{lr:.2e}", fps=f"{fps:.1f}")
-                    if t.log_every and self.step % t.log_every == 0 and rt.is_main:
-                        self.metrics.scalars({"train/step_loss": res.loss, "train/grad_norm": gnorm,
-                                              "train/lr": lr, "train/frames_per_s": fps}, self.step)
-                        self.metrics.write_line(f"step {self.step}: loss {res.loss:.4f}, grad norm "
-                                                f"{gnorm:.3g}, {fps:.1f} frames/s")
+                    bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{lr:.2e}", fps=f"{fps:.1f}")
+                    if t.log_every and self.step % t.log_every == 0:  # every rank: collectives
+                        all_frames, loss_sum, step_frames = rt.all_reduce_sum(
+                            [frames, res.loss * res.frames, res.frames])
+                        fps = all_frames / max(time.perf_counter() - t0, 1e-9)
+                        loss = loss_sum / step_frames if step_frames else float("nan")
+                        if rt.is_main:
+                            self.metrics.scalars({"train/step_loss": loss, "train/grad_norm": gnorm,
+                                                  "train/lr": lr, "train/frames_per_s": fps},
+                                                 self.step)
+                            self.metrics.write_line(f"step {self.step}: loss {loss:.4f}, grad norm "
+                                                    f"{gnorm:.3g}, {fps:.1f} frames/s")
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save()
+                    if self._stop_requested():
+                        stopped = self._stop_for_signal(save=True, n_steps=n_steps)
+                        break
                 t_train = time.perf_counter() - t0
                 bar.close()
-                fps = frames * rt.world_size / max(t_train, 1e-9)
-                n_logged = self._running["n"]
-                train_logs = {k: rt.all_reduce_mean(v / max(n_logged, 1)) for k, v in sums.items()}
+                if stopped in ("SIGTERM", "SIGINT"):
+                    break
+                # frames of every rank (not rank 0's x world size) and per-frame mean losses
+                keys = list(sums)  # the same order on every rank (the same code logged them)
+                totals = rt.all_reduce_sum([frames, self._running["frames"]]
+                                           + [sums[k] for k in keys])
+                fps = totals[0] / max(t_train, 1e-9)
+                train_logs = {k: v / max(totals[1], 1.0) for k, v in zip(keys, totals[2:])}
+                train_logs["grad_norm"] = self._running["grad_norm"] / max(self._running["n"], 1)
                 if stopped == "max_steps" and self.step_in_epoch < n_steps:
                     # partial epoch: keep the position; validate so the stop point has metrics
                     self.log(f"train.max_steps={t.max_steps} reached")
@@ -396,9 +488,10 @@ class Trainer:
                 raise
             raise disk_full_error(e, self.out, f"the checkpoints written before are intact "
                                   f"(atomic writes); free space or move {self.out}, then continue "
-                                  f"with `surgflow train {self.out / 'config.yaml'} --out {self.out} "
-                                  f"--resume`") from None
+                                  f"with `{self._resume_command()}`") from None
         finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
             self.close()
         return {
             "run_dir": str(self.out), "last": str(self.last_path),
@@ -406,6 +499,47 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch, "stopped": stopped,
             "train": train_logs, "val": last_metrics, "best_metric": dict(self.best),
         }
+
+    # ---------------------------------------------------------------- stop signals
+    def _resume_command(self) -> str:
+        return (f"surgflow train {shlex.quote(str(self.out / 'config.yaml'))} --out "
+                f"{shlex.quote(str(self.out))} --resume")
+
+    def _catch_stop_signals(self) -> dict:
+        """SIGTERM (what SLURM and Kubernetes send before they kill a job) and SIGINT (Ctrl-C)
+        end the run at the next step with a checkpoint (as Lightning does); a second one
+        interrupts at once. Returns the previous handlers (restored when fit ends)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread
+
+        def on_signal(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt  # asked twice: stop now (last.pt is the previous one)
+            self._signal = signum
+            if self.rt.is_main:  # os.write: safe while the main thread is inside a print
+                os.write(2, f"\n{signal.Signals(signum).name} received: stopping with a checkpoint "
+                            f"after the current step (send it again to stop at once)\n".encode())
+
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # ignored by whoever started us (e.g. SIGINT of `cmd &`): stays ignored
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, on_signal)
+        return old
+
+    def _stop_requested(self) -> bool:
+        return self.rt.any_true(self._signal is not None)  # every rank stops at the same step
+
+    def _stop_for_signal(self, save: bool, n_steps: int = 0) -> str:
+        name = signal.Signals(self._signal).name if self._signal is not None else "SIGTERM"
+        if save:  # the position after this step; a resume continues bit for bit
+            self.save()
+        where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch} of {n_steps}"
+                 if self.step_in_epoch else f"after epoch {self.epoch}")
+        self.log(f"{name} received: stopped at step {self.step} ({where}); checkpoint "
+                 f"{self.last_path} holds this position. Continue with `{self._resume_command()}`")
+        return name
 
     def close(self) -> None:
         self.metrics.close()

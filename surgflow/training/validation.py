@@ -99,6 +99,6 @@ def validate(model, ds, cfg, rt, instruments: list[str],
 
         mean = anticipation_scores({v: g for v, (g, _) in antic.items()},
                                    {v: p for v, (_, p) in antic.items()}, instruments,
-                                   cfg.task.horizon)["mean"]
+                                   cfg.task.horizon, wmae=cfg.task.wmae)["mean"]
         out["val/wMAE"], out["val/inMAE"], out["val/outMAE"] = mean["wMAE"], mean["inMAE"], mean["outMAE"]
     return out
