@@ -1,5 +1,16 @@
-"""Layering: no import cycles between surgflow's subpackages (tests/import_graph.py reads the imports)."""
+"""Layering: no import cycles between surgflow's subpackages (tests/import_graph.py reads the imports).
+Documentation: every module of surgflow/ has its line in docs/ARCHITECTURE.md's module tree."""
+import re
+from pathlib import Path
+
 from import_graph import cycles, edges
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "surgflow"
+DOC = ROOT / "docs" / "ARCHITECTURE.md"
+# An entry line of the tree: its indentation, then `folder/`, or `name.py`, or several `name.py`
+# separated by commas (a trailing comma: the list goes on at the next line); then the description.
+ENTRY = re.compile(r"^( *)((?:[A-Za-z_]\w*/)|(?:\w+\.py(?:, \w+\.py)*,?))(?=\s|$)")
 
 
 def test_no_import_cycles_between_subpackages():
@@ -9,3 +20,74 @@ def test_no_import_cycles_between_subpackages():
     assert not found, "; ".join(
         f"import cycle among {comp}: " + ", ".join(f"{a}->{b}" for (a, b) in sorted(e)
                                                    if a in comp and b in comp) for comp in found)
+
+
+def tree_block(text: str) -> list[str]:
+    """The lines of the first fenced block of docs/ARCHITECTURE.md that starts with `surgflow/`."""
+    lines, block = text.splitlines(), None
+    for i, line in enumerate(lines):
+        if line.startswith("```") and i + 1 < len(lines) and lines[i + 1] == "surgflow/":
+            block = lines[i + 1:]
+            break
+    assert block is not None, f"{DOC}: no fenced block starting with the line 'surgflow/'"
+    end = next(i for i, line in enumerate(block) if line.startswith("```"))
+    return block[:end]
+
+
+def documented(lines: list[str]) -> tuple[set[str], set[str]]:
+    """(module files, folders) the tree names, as paths relative to the repository root.
+
+    The rule (stated in docs/ARCHITECTURE.md above the tree): a file `surgflow/<folders>/<name>.py`
+    is named by `name.py` at the start of a line indented two spaces more than its folder's line
+    (`<folder>/`); several names may share such a line, comma separated. A line indented otherwise
+    continues the description above it. A subpackage's `__init__.py` is named by its folder's line.
+    """
+    files, folders = set(), {"surgflow"}
+    stack = [(0, "surgflow")]  # (indentation, folder) of the open folders; `surgflow/` is line 0
+    for line in lines[1:]:
+        m = ENTRY.match(line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if not stack or indent != stack[-1][0] + 2:
+            continue  # a description's continuation, not an entry
+        parent = stack[-1][1]
+        if m.group(2).endswith("/"):
+            folder = f"{parent}/{m.group(2)[:-1]}"
+            folders.add(folder)
+            stack.append((indent, folder))
+        else:
+            files.update(f"{parent}/{name}" for name in m.group(2).rstrip(",").split(", "))
+    return files, folders
+
+
+def modules() -> set[str]:
+    """Every .py file of the package except subpackages' `__init__.py` (named by their folder)."""
+    out = set()
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(ROOT).as_posix()
+        if "__pycache__" in rel or (p.name == "__init__.py" and p.parent != PKG):
+            continue
+        out.add(rel)
+    return out
+
+
+def packages() -> set[str]:
+    return {p.parent.relative_to(ROOT).as_posix() for p in PKG.rglob("__init__.py")
+            if "__pycache__" not in p.parts}
+
+
+def test_every_module_is_named_in_architecture_doc():
+    files, folders = documented(tree_block(DOC.read_text()))
+    assert len(files) > 50, f"the tree parser found only {len(files)} module names in {DOC}"
+    missing = sorted(modules() - files)
+    assert not missing, (f"{DOC}: the module tree has no line for {', '.join(missing)}; add one "
+                         f"(`name.py  what it is`) under its folder's line")
+    no_folder = sorted(packages() - folders)
+    assert not no_folder, f"{DOC}: the module tree has no folder line for {', '.join(no_folder)}"
+    stale = sorted(files - modules())
+    assert not stale, f"{DOC}: the module tree names modules that do not exist: {', '.join(stale)}"
+    stale = sorted(folders - packages())
+    assert not stale, f"{DOC}: the module tree names folders that are not packages: {', '.join(stale)}"
