@@ -75,7 +75,7 @@ class TrainConfig:
     micro_batch: int = 16  # full_context: frames per CNN recomputation
     epochs: int = 200
     max_steps: int = 0  # >0 stops after this many optimiser steps (tests, smoke runs)
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: str = "adamw"  # adamw | sgd (OPTIMIZERS, training/runtime.py)
     lr: float = 1e-5
     weight_decay: float = 1e-2
     momentum: float = 0.9
@@ -110,10 +110,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# Choices that are no registry's names; model.norm, task.tasks and train.strategy take the names
-# of their registries (surgflow.registry.choices()).
+# Choices that are no registry's names; model.norm, task.tasks, train.strategy, train.lr_schedule
+# and train.optimizer take the names of their registries (surgflow.registry.choices()).
 CHOICES: dict[str, tuple] = {
-    "train.optimizer": ("adamw", "sgd"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
     "task.wmae": ("per_instrument", "pitfalls_bn"),  # anticipation_metrics.WMAE_CONVENTIONS

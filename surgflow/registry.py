@@ -78,11 +78,13 @@ STRATEGIES: Registry = Registry("strategy", "train.strategy", "surgflow.training
 LAYOUTS: Registry = Registry("layout", "--layout", "surgflow.data.layouts")
 SPLITS: Registry = Registry("split", "data.split", "surgflow.data.splits")
 LR_SCHEDULES: Registry = Registry("lr schedule", "train.lr_schedule", "surgflow.training.schedules")
+OPTIMIZERS: Registry = Registry("optimizer", "train.optimizer", "surgflow.training.runtime")
 REGISTRIES: tuple[Registry, ...] = (NORM_MODES, HEADS, TASKS, STRATEGIES, LAYOUTS, SPLITS,
-                                    LR_SCHEDULES)
+                                    LR_SCHEDULES, OPTIMIZERS)
 
 
 def choices() -> dict[str, tuple[str, ...]]:
     """Config key -> allowed names, checked when a config loads. model.head is checked by
     HEADS.get when the model is built, data.split (a name or a file) where it is resolved."""
-    return {r.key: tuple(r.names()) for r in (NORM_MODES, TASKS, STRATEGIES, LR_SCHEDULES)}
+    return {r.key: tuple(r.names()) for r in (NORM_MODES, TASKS, STRATEGIES, LR_SCHEDULES,
+                                              OPTIMIZERS)}

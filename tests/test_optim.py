@@ -91,3 +91,21 @@ def test_agc_skips_output_layers(tiny_root, tmp_path):
         untouched = bool(torch.all(p.grad == 100.0))
         assert untouched == (id(p) in heads)
     t.close()
+
+
+def test_optimizer_choices_are_the_registry_names_and_build_what_they_name():
+    from surgflow.config import CHOICES
+    from surgflow.registry import OPTIMIZERS, choices
+    from surgflow.training.runtime import make_optimizer
+
+    assert "train.optimizer" not in CHOICES  # typed once: the config asks the registry
+    assert choices()["train.optimizer"] == tuple(OPTIMIZERS.names()) == ("adamw", "sgd")
+    with pytest.raises(ConfigError, match=r"train.optimizer: 'adam' is not one of adamw, sgd"):
+        load_config(None, ["train.optimizer=adam"])
+    params = list(torch.nn.Linear(3, 2).parameters())
+    adamw = make_optimizer(params, _t("train.weight_decay=0.05"))
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 0.05
+    assert adamw.defaults["lr"] == 1e-3 and adamw.defaults["fused"]
+    sgd = make_optimizer(params, _t("train.optimizer=sgd", "train.momentum=0.8"))
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.8
+    assert sgd.defaults["nesterov"] is False  # classical momentum (timm's "sgd" is Nesterov)

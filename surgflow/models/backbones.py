@@ -10,6 +10,7 @@ BN-free families need no mode: `convnext_*` (LayerNorm), `resnet50_gn`, `nf_resn
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import NamedTuple, Union
@@ -195,35 +196,34 @@ def _mode_of(module: nn.Module, name: str) -> bool:
 
 
 def stem_and_stages(model: nn.Module, name: str = "") -> tuple[list[nn.Module], list[nn.Module]]:
-    """(stem modules, ordered stage modules) for the families timm builds."""
-    def has(a):
-        return hasattr(model, a) and isinstance(getattr(model, a), nn.Module)
-
-    if has("stages") and isinstance(model.stages, (nn.Sequential, nn.ModuleList)):
-        # convnext, nfnet / nf_resnet, byobnet, regnet, coatnet, maxvit, mambaout
-        stem = [model.stem] if has("stem") else []
-        return stem, list(model.stages)
-    if has("layer1"):  # resnet family (incl. resnet50_gn)
-        stem = [getattr(model, a) for a in ("conv1", "bn1") if has(a)]
-        if has("stem"):
-            stem.append(model.stem)
-        return stem, [getattr(model, f"layer{i}") for i in range(1, 5) if has(f"layer{i}")]
-    if has("s1"):  # regnet: stem, s1..s4
-        stem = [model.stem] if has("stem") else []
-        return stem, [getattr(model, f"s{i}") for i in range(1, 5) if has(f"s{i}")]
-    if has("conv_stem") and has("blocks"):  # efficientnet / mobilenet
-        return [model.conv_stem] + ([model.bn1] if has("bn1") else []), list(model.blocks)
-    if has("patch_embed") and has("blocks"):  # vision transformers: stem = embedding
-        return [model.patch_embed], list(model.blocks)
-    raise SurgflowError(f"model.freeze_stages: don't know the stages of backbone '{name}' "
-                        f"({type(model).__name__}); use freeze_stages: 0 or a convnext, resnet, "
-                        "nfnet/nf_resnet or efficientnet model")
+    """(stem modules, ordered stage modules) as the model's coarse `group_matcher` names them (the
+    grouping timm's layer-wise lr decay uses): the children its 'stem' pattern matches, and the
+    modules its numbered 'blocks' patterns match whole (stages.1, layer2, blocks.3, s2), by number;
+    blocks patterns with a fixed number (final norm, head conv) are no stage."""
+    try:
+        groups = model.group_matcher(coarse=True)
+    except (AttributeError, NotImplementedError):
+        raise SurgflowError(f"model.freeze_stages: backbone '{name}' ({type(model).__name__}) does "
+                            "not name its stages (no timm group_matcher); use freeze_stages: 0"
+                            ) from None
+    blocks = groups["blocks"]
+    blocks = blocks if isinstance(blocks, (list, tuple)) else [(blocks, None)]
+    numbered = [re.compile(p) for p, fixed in blocks if fixed is None]
+    stem_re = re.compile(groups["stem"])
+    stem = [m for n, m in model.named_children() if stem_re.match(n)]
+    stages: dict[int, nn.Module] = {}
+    for n, m in model.named_modules():
+        hit = next((h for h in (p.match(n) for p in numbered) if h and h.group(0) == n), None)
+        if hit and stages.setdefault(int(hit.group(1)), m) is not m:  # densenet: block + transition
+            raise SurgflowError(f"model.freeze_stages: backbone '{name}' has two modules numbered "
+                                f"{hit.group(1)} in its group_matcher; use freeze_stages: 0")
+    return stem, [stages[i] for i in sorted(stages)]
 
 
 def _stem_params(model: nn.Module) -> list[nn.Parameter]:
     # token / position embeddings of transformers belong with the stem
-    return [p for n, p in model.named_parameters(recurse=False)
-            if n in ("cls_token", "pos_embed", "reg_token")]
+    stem_re = re.compile(model.group_matcher(coarse=True)["stem"])
+    return [p for n, p in model.named_parameters(recurse=False) if stem_re.match(n)]
 
 
 def freeze_first_stages(model: nn.Module, k: int, name: str = "") -> int:

