@@ -2,7 +2,11 @@
 
 A node is a subpackage (`data`, `models`, ...) or a top-level module (`config`, `registry`, ...).
 Every `import` counts, deferred ones inside functions too: a deferred import is still a dependency.
+File level (`file_imports`): every surgflow module that a surgflow file imports, and the names it
+takes from it, so that tests can refuse import circles between files and `_private` names taken
+across modules.
 Usage: python tests/import_graph.py   (prints the edges, then the cycles; exit 1 if any)
+       python tests/import_graph.py --files   (file-level circles and cross-module private names)
 """
 from __future__ import annotations
 
@@ -29,19 +33,23 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _from_target(n: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module a `from X import ...` reads, relative imports resolved."""
+    if not n.level:
+        return n.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[:len(base) - (n.level - 1)]
+    return ".".join(base + ([n.module] if n.module else []))
+
+
 def _targets(tree: ast.AST, module: str, is_package: bool) -> list[str]:
     out = []
     for n in ast.walk(tree):
         if isinstance(n, ast.Import):
             out += [a.name for a in n.names]
         elif isinstance(n, ast.ImportFrom):
-            if n.level:  # relative import
-                base = module.split(".")
-                base = base if is_package else base[:-1]
-                base = base[:len(base) - (n.level - 1)]
-                target = ".".join(base + ([n.module] if n.module else []))
-            else:
-                target = n.module or ""
+            target = _from_target(n, module, is_package)
             # `from surgflow import labels` imports the module surgflow.labels
             if target == "surgflow":
                 out += [f"surgflow.{a.name}" for a in n.names]
@@ -69,6 +77,47 @@ def edges(pkg: Path = PKG) -> dict[tuple[str, str], list[str]]:
             if rel not in files:
                 files.append(rel)
     return out
+
+
+def _modules(pkg: Path = PKG) -> dict[str, Path]:
+    """Module name -> file, every .py file of the package ('surgflow.data' -> data/__init__.py)."""
+    return {_module_name(p): p for p in sorted(pkg.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def file_imports(pkg: Path = PKG) -> list[tuple[str, str, str | None, int]]:
+    """Every import of a surgflow module by a surgflow file, function-level ones included:
+    (importing module, imported module, name taken from it or None, line). `from surgflow.a import b`
+    with a module surgflow/a/b.py imports the module `surgflow.a.b` (no name)."""
+    mods = _modules(pkg)
+    out = []
+    for module, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Import):
+                out += [(module, a.name, None, n.lineno) for a in n.names if a.name in mods]
+            elif isinstance(n, ast.ImportFrom):
+                target = _from_target(n, module, path.name == "__init__.py")
+                for a in n.names:
+                    if f"{target}.{a.name}" in mods:
+                        out.append((module, f"{target}.{a.name}", None, n.lineno))
+                    elif target in mods:
+                        out.append((module, target, a.name, n.lineno))
+    return [t for t in out if t[0] != t[1]]
+
+
+def file_edges(pkg: Path = PKG) -> dict[tuple[str, str], list[int]]:
+    """(importing module, imported module) -> the lines of the importing file that import it."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for src, dst, _name, line in file_imports(pkg):
+        out.setdefault((src, dst), []).append(line)
+    return out
+
+
+def private_imports(pkg: Path = PKG) -> list[str]:
+    """'importer:line takes _name from module' for each `_private` name imported across modules
+    (a name used by another file is part of the module's interface: give it a public name)."""
+    return [f"{src}:{line} takes {name} from {dst}" for src, dst, name, line in file_imports(pkg)
+            if name and name.startswith("_") and not name.startswith("__")]
 
 
 def cycles(edge_set) -> list[list[str]]:
@@ -106,7 +155,22 @@ def cycles(edge_set) -> list[list[str]]:
     return sorted(sccs)
 
 
+def main_files() -> int:
+    e = file_edges()
+    found = cycles(e)
+    for comp in found:
+        back = [f"{a}->{b}" for (a, b) in sorted(e) if a in comp and b in comp]
+        print(f"FILE CIRCLE among {', '.join(comp)}: {'; '.join(back)}")
+    private = private_imports()
+    for p in private:
+        print(f"PRIVATE NAME: {p}")
+    print(f"{len(found)} file circle(s), {len(private)} private name(s) imported across modules")
+    return 1 if found or private else 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--files"]:
+        return main_files()
     e = edges()
     for (a, b), files in sorted(e.items()):
         print(f"{a} -> {b}    ({', '.join(files)})")

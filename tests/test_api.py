@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("load_model", "OnlinePredictor", "PreparedDataset", "train", "evaluate", "score_phase",
          "score_tools", "score_anticipation", "audit", "load_config", "synthesize", "prepare")
@@ -39,6 +41,7 @@ def _readme_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written(tmp_path):
     code = _readme_example()
     assert "surgflow.train(" in code and "surgflow.OnlinePredictor(" in code

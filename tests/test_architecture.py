@@ -1,9 +1,10 @@
-"""Layering: no import cycles between surgflow's subpackages (tests/import_graph.py reads the imports).
+"""Layering: no import cycles between surgflow's subpackages, nor between its files, and no `_private`
+name taken from another module (tests/import_graph.py reads the imports).
 Documentation: every module of surgflow/ has its line in docs/ARCHITECTURE.md's module tree."""
 import re
 from pathlib import Path
 
-from import_graph import cycles, edges
+from import_graph import cycles, edges, file_edges, private_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "surgflow"
@@ -20,6 +21,24 @@ def test_no_import_cycles_between_subpackages():
     assert not found, "; ".join(
         f"import cycle among {comp}: " + ", ".join(f"{a}->{b}" for (a, b) in sorted(e)
                                                    if a in comp and b in comp) for comp in found)
+
+
+def test_no_import_circles_between_files():
+    """Two files that import each other (even inside a function) are one module split in two: the
+    definitions both need belong in the one that is imported."""
+    e = file_edges()
+    assert ("surgflow.training.trainer", "surgflow.config") in e, "file import reader found no edges"
+    found = cycles(e)
+    assert not found, "; ".join(
+        f"import circle among {comp}: " + ", ".join(f"{a}->{b} (line {e[(a, b)][0]})"
+                                                   for (a, b) in sorted(e) if a in comp and b in comp)
+        for comp in found)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    found = private_imports()
+    assert not found, ("a `_private` name used by another module is part of its interface; give it "
+                       "a public name: " + "; ".join(found))
 
 
 def tree_block(text: str) -> list[str]:

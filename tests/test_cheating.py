@@ -39,6 +39,7 @@ def test_conclusion_is_computed_from_numbers():
     assert "within the seed spread: paired 95% interval contains 0" in noisy
 
 
+@pytest.mark.slow
 def test_quick_experiment(tmp_path, capsys):
     from surgflow.cli import main
 

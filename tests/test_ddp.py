@@ -39,6 +39,7 @@ def _worker(rank: int, world: int, ports: list, root: str, out: str) -> None:
                    f"{out}/{strategy}-rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ranks_agree(tiny_root, tmp_path):
     world = 2
     mp.spawn(_worker, args=(world, [_free_port(), _free_port()], str(tiny_root), str(tmp_path)),
@@ -117,6 +118,7 @@ def _weight_worker(rank: int, world: int, port: int, root: str, out: str) -> Non
     rt.close()
 
 
+@pytest.mark.slow
 def test_loss_weighted_by_valid_frames_and_validation_spread(tiny_root, tmp_path):
     world = 2
     mp.spawn(_weight_worker, args=(world, _free_port(), str(tiny_root), str(tmp_path)),
@@ -245,6 +247,7 @@ def _uneven_worker(rank: int, world: int, ports: list, root: str, out: str) -> N
     torch.save({"grads": grads, "steps": steps}, f"{out}/uneven-rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_class_weighted_gradient_idle_steps_and_frames_per_s(tiny_root, tmp_path):
     import csv
 

@@ -12,6 +12,7 @@ from surgflow.experiments import report
 from surgflow.experiments.demo_report import COMPARISONS, conclusion
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_a_complete_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

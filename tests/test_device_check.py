@@ -23,6 +23,7 @@ def _run(tmp_path, *args, timeout=170):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_dry_run_runs_every_step_under_a_minute(tmp_path):
     r = _run(tmp_path, "--dry-run")
     assert r.returncode == 0, r.stdout[-4000:]

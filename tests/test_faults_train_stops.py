@@ -182,6 +182,7 @@ def test_resume_inside_the_first_epoch_warns_nothing(tiny_root, tmp_path, monkey
     assert (run / "checkpoints" / "best.pt").is_file()  # written by the first validation
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_resume_is_bit_exact(tiny_root, tmp_path):
     """A real `surgflow train` process gets SIGTERM mid-epoch: it writes last.pt at the next
     step, says so, releases the lock and exits 143; resumed, it ends where an uninterrupted run

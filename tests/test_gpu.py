@@ -279,6 +279,7 @@ def test_checkpoint_from_device_resumes_and_evaluates_on_cpu(tiny_root, tmp_path
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.slow
 def test_compiled_training_forward_matches_eager(device, monkeypatch):
     """Runtime.wrap with train.compile (what the strategies call): same loss and gradients as
     eager, over two chunks (a fresh state, then the carried one)."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -17,6 +18,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_node_torchrun_c10d_gloo(tiny_root, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "run"

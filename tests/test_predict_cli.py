@@ -35,6 +35,7 @@ def _count_frames(path) -> tuple[int, tuple[int, int]]:
     return len(frames), (frames[0].height, frames[0].width)
 
 
+@pytest.mark.slow
 def test_predict_writes_score_readable_files_and_overlay(ckpt, synthetic_raw, tmp_path, capsys):
     video = Path(synthetic_raw) / "videos" / "video01.mp4"
     out, overlay = tmp_path / "pred", tmp_path / "overlay.mp4"

@@ -75,3 +75,20 @@ def test_resume_with_other_config_names_keys(tiny_root, tmp_path):
     # starting a new run over an existing one without --resume is refused
     with pytest.raises(SurgflowError, match="--resume"):
         train(_cfg(tiny_root, "train.max_steps=2"), tmp_path / "run")
+
+
+def test_a_config_key_added_since_the_checkpoint_resumes_at_its_default():
+    """A run written before a config key existed resumes when the key keeps its default (the
+    behaviour the older code had); another value is still a difference that refuses."""
+    from surgflow.config import Config, load_config, to_dict
+    from surgflow.training.checkpoint import config_differences
+
+    saved = to_dict(Config())
+    del saved["task"]["wmae"]  # a checkpoint of a surgflow that did not know task.wmae
+    now = to_dict(Config())
+    assert config_differences(saved, now, defaults=to_dict(Config())) == []
+    assert config_differences(saved, now) == ["task.wmae: '<absent>' (checkpoint) vs "
+                                              "'per_instrument' (now)"]
+    other = to_dict(load_config(None, ["task.wmae=pitfalls_bn"]))
+    assert config_differences(saved, other, defaults=to_dict(Config())) == [
+        "task.wmae: '<absent>' (checkpoint) vs 'pitfalls_bn' (now)"]

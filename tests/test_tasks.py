@@ -1,6 +1,8 @@
 """Task layers: median-frequency weights, losses (masking, weighting), class targets, decoding."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -63,20 +65,42 @@ def test_phase_loss_is_weighted_ce_over_valid_labelled_frames():
     assert z.item() == 0 and z.requires_grad
 
 
-def test_padding_is_masked_in_every_loss():
-    cfg = from_dict({"task": {"tasks": ["phase", "tools", "anticipation"]}})
+@pytest.mark.parametrize("name", TASKS.names())
+def test_every_task_builds_decodes_and_masks_padding(name):
+    """Each registered task: its declared outputs, a differentiable scalar loss under its own name
+    that padding (garbage features and labels) does not change, and a decoding of the same [B, T]."""
+    cfg = from_dict({"task": {"tasks": [name]}})
     torch.manual_seed(0)
-    tasks = [build_task(n, 8, cfg, 4, 3, 2) for n in ("phase", "tools", "anticipation")]
-    h = torch.randn(2, 6, 8)
+    t = build_task(name, 8, cfg, 4, 3, 2)
+    assert t.name == name
+    h = torch.randn(2, 6, 8)  # [B, T, H]
+    out = t(h)
+    assert set(out) == set(t.output_keys) and all(v.shape[:2] == (2, 6) for v in out.values())
     b1, b2 = _batch(), _batch()
     h2 = h.clone()
     h2[1, 4:] = 100.0  # garbage features and labels under padding
     b2.phase[1, 4:] = 0
     b2.tools[1, 4:] = 1 - b2.tools[1, 4:]
     b2.anticipation[1, 4:] = 0.0
-    for t in tasks:
-        l1, l2 = t.loss(t(h), b1, cfg), t.loss(t(h2), b2, cfg)
-        torch.testing.assert_close(l1[t.name], l2[t.name])
+    l1, l2 = t.loss(out, b1, cfg), t.loss(t(h2), b2, cfg)
+    assert l1[name].dim() == 0 and l1[name].requires_grad and torch.isfinite(l1[name])
+    torch.testing.assert_close(l1[name], l2[name])
+    dec = t.decode(out)
+    assert dec and all(v.shape[:2] == (2, 6) and torch.isfinite(v).all() for v in dec.values())
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_every_task_refuses_a_dataset_without_its_labels(name):
+    with pytest.raises(SurgflowError, match=f"task '{name}' needs"):
+        build_task(name, 8, from_dict({}), 0, 0, 0)
+
+
+def test_the_documented_tasks_are_registered():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    m = re.search(r"\bTASKS: (\w+(?:, \w+)*)", doc)  # the module tree's tasks.py line
+    assert m, "docs/ARCHITECTURE.md lists no TASKS"
+    documented = m.group(1).split(", ")
+    assert len(documented) >= 3 and set(documented) <= set(TASKS.names()), documented
 
 
 def test_tools_loss_matches_bce():
@@ -106,9 +130,9 @@ def test_anticipation_targets_and_loss():
 
 
 def test_decode_ranges():
-    cfg = from_dict({"task": {"tasks": ["phase", "tools", "anticipation"], "horizon": 5.0}})
+    cfg = from_dict({"task": {"tasks": TASKS.names(), "horizon": 5.0}})
     outs = {}
-    tasks = [build_task(n, 8, cfg, 4, 3, 2) for n in ("phase", "tools", "anticipation")]
+    tasks = [build_task(n, 8, cfg, 4, 3, 2) for n in TASKS.names()]
     for t in tasks:
         outs.update(t(torch.randn(2, 6, 8) * 50))
     dec = {}
@@ -128,4 +152,3 @@ def test_missing_labels_and_unknown_task():
         build_task("anticipation", 8, cfg, 4, 0, 0)
     with pytest.raises(SurgflowError, match="unknown task 'segm'"):
         build_task("segm", 8, cfg, 4, 0, 0)
-    assert TASKS.names() == ["anticipation", "phase", "tools"]

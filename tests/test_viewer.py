@@ -136,6 +136,7 @@ def test_eval_records_what_the_page_needs(evals, capsys):
     assert f"surgflow view {ev.parent / 'again'}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_page_loads_without_errors_and_sorts(one_page, tab, capsys):
     """No console error; the overview lists every video; a header click changes the sort order."""
     page = tab.open(one_page)
@@ -154,6 +155,7 @@ def test_page_loads_without_errors_and_sorts(one_page, tab, capsys):
     assert tab.errors == []
 
 
+@pytest.mark.slow
 def test_ribbon_has_the_prediction_files_segments(evals, one_page, tab):
     page = tab.open(one_page)
     for video in ("video01", "video02"):
@@ -165,6 +167,7 @@ def test_ribbon_has_the_prediction_files_segments(evals, one_page, tab):
     assert tab.errors == []
 
 
+@pytest.mark.slow
 def test_click_at_time_t_shows_frame_t_with_its_labels(evals, one_page, tab, tmp_path):
     page = tab.open(one_page)
     page.click("#videos tbody tr[data-video=video02]")
@@ -210,6 +213,7 @@ def test_click_at_time_t_shows_frame_t_with_its_labels(evals, one_page, tab, tmp
     assert tab.errors == []
 
 
+@pytest.mark.slow
 def test_two_runs_side_by_side(evals, tab, tmp_path):
     """`surgflow view A B`: both runs' ribbons on the ground truth's time axis, both predictions
     shown at the clicked frame."""

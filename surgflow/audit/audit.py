@@ -179,7 +179,7 @@ def _forward(model: nn.Module, x: torch.Tensor, seed: int) -> dict[str, torch.Te
     return _flatten_outputs(out, B, T)
 
 
-def _max_change(a: dict, b: dict, index) -> tuple[float, float]:
+def max_change(a: dict, b: dict, index) -> tuple[float, float]:
     """Largest absolute change over all outputs restricted to `index`, and relative to magnitude."""
     worst_abs, worst_rel = 0.0, 0.0
     for k in a:
@@ -308,16 +308,16 @@ def audit_model(model: nn.Module, input_shape: Optional[Sequence[int]] = None,
                 fut = _forward(net, x_future, seed)
                 oth = _forward(net, x_others, seed)
             outs[mode] = ref
-            report.findings.append(_causality_finding(mode, *_max_change(ref, fut, (slice(None), slice(0, t + 1))),
+            report.findings.append(_causality_finding(mode, *max_change(ref, fut, (slice(None), slice(0, t + 1))),
                                                       layers, head, claim, t))
-            report.findings.append(_coupling_finding(mode, *_max_change(ref, oth, (slice(0, 1),)), layers))
+            report.findings.append(_coupling_finding(mode, *max_change(ref, oth, (slice(0, 1),)), layers))
             if net is not model:
                 del net
     finally:
         for m, was in flags:
             m.training = was
     if "train" in outs and "eval" in outs:
-        report.findings.append(_train_eval_finding(*_max_change(outs["train"], outs["eval"], (slice(None),)),
+        report.findings.append(_train_eval_finding(*max_change(outs["train"], outs["eval"], (slice(None),)),
                                                    layers))
     return report
 

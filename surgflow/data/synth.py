@@ -16,9 +16,10 @@ What makes it a useful stand-in for Cholec80 (and not a trivial one):
 - Clipper, Scissors, Irrigator and SpecimenBag are announced by a growing shadow where they will
   enter, 30-90 s before they appear, so anticipation needs temporal context.
 
-Labels are planned here; data/synth_render.py draws and encodes the frames. Everything is drawn
-from `np.random.default_rng([seed, video_index])` and encoded with one x264 thread, so a seed
-gives the same annotation bytes and the same decoded frames on every run.
+Labels are planned here; data/synth_render.py draws and encodes the frames (and defines the
+SynthProfile and Plan records both use). Everything is drawn from `np.random.default_rng([seed,
+video_index])` and encoded with one x264 thread, so a seed gives the same annotation bytes and the
+same decoded frames on every run.
 
 Profiles (`SynthProfile`, registered in PROFILES; `--profile clean|realistic|hard`) declare, in one
 place, the variation of real laparoscopic video that is independent of the labels: lighting,
@@ -31,22 +32,19 @@ The profile and its parameters are recorded in OUT/synth.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+# SynthProfile, Plan and the constants the frames need live in synth_render (one import
+# direction: synth -> synth_render); importing them here keeps `surgflow.data.synth.X` working.
+from surgflow.data.synth_render import ANNOUNCED, CLEAN, FPS, Plan, SynthProfile, render_video
 from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text, progress
 from surgflow.labels import CHOLEC80_PHASES, CHOLEC80_TOOLS
 
-FPS = 25
 TOOL_IDX = {t: i for i, t in enumerate(CHOLEC80_TOOLS)}
-ANNOUNCED = ["Clipper", "Scissors", "Irrigator", "SpecimenBag"]  # tools with a visual precursor
 
-# Relative phase durations (Cholec80 proportions flattened so short videos still see every phase).
-_PHASE_WEIGHT = np.array([1.0, 3.0, 1.6, 3.0, 1.2, 1.4, 1.0])
 # Cholec80's mean phase durations in seconds (EndoNet's table, docs/DOMAIN.md section 8): clipping
 # and cutting ~7 % of a video, the two dissection phases ~74 %.
 CHOLEC80_PHASE_SECONDS = (125.0, 954.0, 168.0, 857.0, 98.0, 178.0, 83.0)
@@ -55,46 +53,6 @@ CHOLEC80_PHASE_SECONDS = (125.0, 954.0, 168.0, 857.0, 98.0, 178.0, 83.0)
 _CHOLEC80_ROUND_WEIGHT = (125.0, 954.0, 110.0, 857.0, 98.0, 178.0, 83.0)
 VARIATION_STREAM = 7  # third seed word of the variation generator (the label/clean stream has two)
 
-
-@dataclass(frozen=True)
-class SynthProfile:
-    """Every label-independent variation of a synthetic dataset, in one place. Amplitudes are 0 for
-    "off"; each is drawn per video (and per frame where it varies in time) from the variation
-    stream, never from the labels. Units: log-gains are natural-log standard deviations."""
-
-    name: str
-    # --- labels: durations, tools, transitions
-    phase_weight: tuple = tuple(_PHASE_WEIGHT.tolist())  # relative mean phase durations
-    duration_sigma: float = 0.3  # log-normal spread of each phase's duration per video
-    min_phase_seconds: float = 4.0  # every phase lasts at least this long (short videos: less)
-    off_phase_tools: float = 0.0  # per video and tool: probability of uses outside its phase
-    fade_seconds: tuple = (2.0, 2.0)  # texture cross-fade length per transition (uniform range)
-    fade_lead: float = 0.0  # fraction of the cross-fade before the label changes (0 = clean cut)
-    # --- camera and light (per video, slow drift in time)
-    exposure: float = 0.0  # log-gain std of the overall brightness per video
-    white_balance: float = 0.0  # log-gain std of each channel per video
-    drift: float = 0.0  # amplitude of the slow brightness/colour drift (fraction)
-    vignetting: float = 0.0  # darkening at the corners (fraction, per video in [0.5, 1] x this)
-    pan: float = 0.0  # extra camera wandering (fraction of the canvas margin)
-    zoom: float = 0.0  # zoom-in amplitude (fraction of the frame)
-    motion_blur: float = 0.0  # blur episodes per minute (length up to 3 % of the width)
-    smoke: float = 0.0  # smoke episodes per minute
-    specular: float = 0.0  # mean number of specular highlights on the tissue
-    # --- tissue and instruments
-    texture: float = 0.0  # per video and phase jitter of the texture parameters
-    tool_colour: float = 0.0  # instrument looks: shaft brightness (x1.5) and tint, tip colour (x255)
-    tool_size: float = 0.0  # log-std of instrument thickness per video
-    tool_pose: float = 0.0  # instrument entry/tip jitter per video (fraction of the frame)
-
-    @property
-    def is_clean(self) -> bool:
-        return self == dataclasses.replace(CLEAN, name=self.name)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-CLEAN = SynthProfile("clean")
 PROFILES = {
     "clean": CLEAN,
     # what real laparoscopy looks like (Cholec80-like durations, lighting, smoke, camera motion)
@@ -122,16 +80,6 @@ def get_profile(profile) -> SynthProfile:
         raise SurgflowError(f"--profile {profile!r}: unknown synth profile; choose one of "
                             f"{', '.join(PROFILES)}")
     return PROFILES[profile]
-
-
-@dataclass
-class Plan:
-    """Per-video labels: phase per 25-fps frame, tools per second, precursor strength per frame."""
-
-    frames: int
-    phase: np.ndarray  # int64 [frames]
-    tools: np.ndarray  # bool [rows, 7], row r covers frames 25r..25r+24
-    precursor: np.ndarray  # float32 [frames, len(ANNOUNCED)] in [0, 1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,8 +225,6 @@ def _one_video(args) -> Path:
     name = f"video{index:02d}"
     video = out / "videos" / f"{name}.mp4"
     # annotations are written after the video so a finished annotation implies a finished video
-    from surgflow.data.synth_render import render_video
-
     render_video(video, plan, rng, width, height, profile, vrng)
     atomic_write_text(out / "phase_annotations" / f"{name}-phase.txt", _phase_text(plan))
     atomic_write_text(out / "tool_annotations" / f"{name}-tool.txt", _tool_text(plan))

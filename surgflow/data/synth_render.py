@@ -8,14 +8,74 @@ variation is drawn from the variation stream `vrng`, as a function of the video 
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from surgflow.data.synth import ANNOUNCED, CLEAN, FPS, Plan, SynthProfile
 from surgflow.io_utils import atomic_path
 from surgflow.labels import CHOLEC80_TOOLS
+
+# -- definitions shared with data/synth.py (which imports them from here: one import direction)
+FPS = 25
+ANNOUNCED = ["Clipper", "Scissors", "Irrigator", "SpecimenBag"]  # tools with a visual precursor
+
+# Relative phase durations (Cholec80 proportions flattened so short videos still see every phase).
+PHASE_WEIGHT = np.array([1.0, 3.0, 1.6, 3.0, 1.2, 1.4, 1.0])
+
+
+@dataclass(frozen=True)
+class SynthProfile:
+    """Every label-independent variation of a synthetic dataset, in one place. Amplitudes are 0 for
+    "off"; each is drawn per video (and per frame where it varies in time) from the variation
+    stream, never from the labels. Units: log-gains are natural-log standard deviations."""
+
+    name: str
+    # --- labels: durations, tools, transitions
+    phase_weight: tuple = tuple(PHASE_WEIGHT.tolist())  # relative mean phase durations
+    duration_sigma: float = 0.3  # log-normal spread of each phase's duration per video
+    min_phase_seconds: float = 4.0  # every phase lasts at least this long (short videos: less)
+    off_phase_tools: float = 0.0  # per video and tool: probability of uses outside its phase
+    fade_seconds: tuple = (2.0, 2.0)  # texture cross-fade length per transition (uniform range)
+    fade_lead: float = 0.0  # fraction of the cross-fade before the label changes (0 = clean cut)
+    # --- camera and light (per video, slow drift in time)
+    exposure: float = 0.0  # log-gain std of the overall brightness per video
+    white_balance: float = 0.0  # log-gain std of each channel per video
+    drift: float = 0.0  # amplitude of the slow brightness/colour drift (fraction)
+    vignetting: float = 0.0  # darkening at the corners (fraction, per video in [0.5, 1] x this)
+    pan: float = 0.0  # extra camera wandering (fraction of the canvas margin)
+    zoom: float = 0.0  # zoom-in amplitude (fraction of the frame)
+    motion_blur: float = 0.0  # blur episodes per minute (length up to 3 % of the width)
+    smoke: float = 0.0  # smoke episodes per minute
+    specular: float = 0.0  # mean number of specular highlights on the tissue
+    # --- tissue and instruments
+    texture: float = 0.0  # per video and phase jitter of the texture parameters
+    tool_colour: float = 0.0  # instrument looks: shaft brightness (x1.5) and tint, tip colour (x255)
+    tool_size: float = 0.0  # log-std of instrument thickness per video
+    tool_pose: float = 0.0  # instrument entry/tip jitter per video (fraction of the frame)
+
+    @property
+    def is_clean(self) -> bool:
+        return self == dataclasses.replace(CLEAN, name=self.name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CLEAN = SynthProfile("clean")
+
+
+@dataclass
+class Plan:
+    """Per-video labels: phase per 25-fps frame, tools per second, precursor strength per frame."""
+
+    frames: int
+    phase: np.ndarray  # int64 [frames]
+    tools: np.ndarray  # bool [rows, 7], row r covers frames 25r..25r+24
+    precursor: np.ndarray  # float32 [frames, len(ANNOUNCED)] in [0, 1]
+
 
 # Texture parameters per phase: blob scale (fraction of height), stripe angle (deg), stripe
 # frequency (cycles per frame height), stripe amplitude, speckle density.

@@ -24,7 +24,8 @@ def _plt():
     return plt
 
 
-def _colors(n: int) -> np.ndarray:
+def phase_colors(n: int) -> np.ndarray:
+    """n RGBA colours [n, 4] for the phases (shared by the plots and the viewer)."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
@@ -58,7 +59,7 @@ def phase_ribbons(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
     from matplotlib.patches import Patch
 
     out_dir = Path(out_dir)
-    colors = _colors(len(phase_names))
+    colors = phase_colors(len(phase_names))
     # index 0 = unlabelled (light grey), 1.. = phases
     cmap = ListedColormap(np.vstack([[0.9, 0.9, 0.9, 1.0], colors]))
     paths = []
@@ -146,7 +147,7 @@ def phase_ribbons_compare(gt: Mapping[str, np.ndarray], preds: Mapping[str, Mapp
     from matplotlib.patches import Patch
 
     out_dir = Path(out_dir)
-    colors = _colors(len(phase_names))
+    colors = phase_colors(len(phase_names))
     cmap = ListedColormap(np.vstack([[0.9, 0.9, 0.9, 1.0], colors]))
     paths = []
     for v in gt:

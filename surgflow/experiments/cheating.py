@@ -21,63 +21,24 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 from surgflow.experiments import report as rep
+# the definitions the report shares live there: cheating imports cheating_report, never the reverse
+from surgflow.experiments.cheating_report import (ROWS, VARIANTS, CheatingSetup, baseline_rows,
+                                                  conclusion, instruments, markdown_report,
+                                                  paired_rows, plot_loss_curves, seed_summary)
 from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
 
 METRICS = ("inMAE", "outMAE", "wMAE")
-
-
-@dataclass
-class CheatingSetup:
-    """Defaults follow the paper's regime (DOMAIN.md section 3): T = 64 consecutive 1-fps frames per
-    batch, a horizon of minutes, videos of several minutes with several instrument uses each. The
-    frames are small (56x32) so that 5 seeds x 3 variants train on a CPU."""
-    videos: int = 8  # synthetic videos (train_videos for training, the rest held out)
-    train_videos: int = 5
-    min_seconds: float = 360.0
-    max_seconds: float = 540.0
-    raw_size: tuple = (36, 64)  # synthesized video H, W
-    size: tuple = (32, 56)  # prepared frames H, W
-    fps: float = 1.0
-    horizon: float = 3.0  # minutes (the BN-pitfalls code's anticipation horizon)
-    seq_len: int = 64  # T consecutive frames of one video per batch
-    # measured (BENCHMARKS.md, issue 20): 8 epochs with 64 units stopped before the honest models
-    # learned (frozen BN 0.88 wMAE against 0.90 for the constant h); 40 epochs with 128 units
-    # put both honest models near half the constant's wMAE (seed 0: 0.46, 0.46)
-    epochs: int = 40
-    lr: float = 1e-3
-    backbone: str = "test_resnet"  # a small timm ResNet with BatchNorm
-    head: str = "lstm"
-    hidden: int = 128
-    data_seed: int = 0
-    augment: bool = False
-    calibrate_init: bool = True  # initial BN statistics estimated on training frames (see _init_weights)
-    # offline ImageNet weights (surgflow.models.offline_weights source, e.g. "efficientnet_lite0"
-    # with backbone tf_efficientnet_lite0): frozen_bn then keeps ImageNet statistics, as in the paper
-    pretrained: str = ""
 
 
 QUICK = CheatingSetup(videos=4, train_videos=3, min_seconds=30.0, max_seconds=36.0,
                       raw_size=(36, 64), size=(32, 56), horizon=0.5, seq_len=16, epochs=2,
                       hidden=32)
 
-# variant -> (model.norm, label)
-VARIANTS = {
-    "bn": ("native", "BatchNorm"),
-    "frozen_bn": ("frozen_bn", "BatchNorm, frozen statistics"),
-    "bn_free": ("gn", "GroupNorm (BN-free)"),
-}
-# table rows: key -> (variant, cheat, label)
-ROWS = {
-    "bn_cheat": ("bn", True, "BatchNorm, train-mode eval (cheat, NON-CAUSAL)"),
-    "bn": ("bn", False, "BatchNorm, eval mode"),
-    "frozen_bn": ("frozen_bn", False, "BatchNorm, frozen statistics, eval mode"),
-    "bn_free": ("bn_free", False, "GroupNorm (BN-free), eval mode"),
-}
 
 
 def _log(msg: str) -> None:
@@ -90,7 +51,7 @@ def trivial_baselines(prepared: Path, train: list[str], test: list[str], horizon
     from surgflow.data.store import PreparedDataset
     from surgflow.evaluation.score import anticipation_baselines
 
-    ds, inst = PreparedDataset(prepared), _instruments()
+    ds, inst = PreparedDataset(prepared), instruments()
     gt = {v: ds.anticipation(v, horizon, inst) for v in train + test}
     phases = {v: ds.phase(v) for v in train + test}
     return {k: {metric: float(m[metric]) for metric in METRICS}
@@ -126,7 +87,7 @@ def instrument_uses(prepared: Path) -> dict[str, float]:
     from surgflow.data.store import PreparedDataset
 
     ds = PreparedDataset(prepared)
-    counts: dict[str, list[int]] = {i: [] for i in _instruments()}
+    counts: dict[str, list[int]] = {i: [] for i in instruments()}
     for v in ds.videos:
         tools = ds.tools(v)
         for name in counts:
@@ -215,12 +176,6 @@ def _train(cfg, run_dir: Path) -> None:
 def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
     """(epoch, mean training loss of that epoch) from the trainer's metrics.csv."""
     return rep.curve(run_dir, "train/loss")
-
-
-def _instruments() -> list[str]:
-    from surgflow.config import TaskConfig
-
-    return list(TaskConfig().instruments)
 
 
 def _job(out: str, s: CheatingSetup, variant: str, seed: int, prepared: str, split: str,
@@ -340,21 +295,18 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
                 results[row][m].append(e[m])
             runs.setdefault(f"seed{res['seed']}", {})[row] = e
 
-    from surgflow.experiments.cheating_report import (_markdown, _plot, _stats, baseline_rows, conclusion,
-                                                      paired_rows)
-
-    rows = {k: {m: _stats(results[k][m]) for m in METRICS} for k in ROWS}
-    train_loss = {v: _stats(final_loss[v]) for v in VARIANTS if final_loss[v]}
+    rows = {k: {m: seed_summary(results[k][m]) for m in METRICS} for k in ROWS}
+    train_loss = {v: seed_summary(final_loss[v]) for v in VARIANTS if final_loss[v]}
     concl = conclusion(rows, len(seed_list), train_loss)
-    plot = _plot(run_dirs, out / "loss_curves.png")
+    plot = plot_loss_curves(run_dirs, out / "loss_curves.png")
     wall = time.perf_counter() - t0
     command = (f"surgflow experiment cheating --seeds {seeds}{' --quick' if quick else ''} "
                f"--out {out}" + (f" --device {device}" if device != "cpu" else ""))
     runtime = f"{device}, {workers} training(s) in parallel, {threads or 'default'} torch thread(s) each"
     uses = instrument_uses(prepared)
     baselines = trivial_baselines(prepared, train_v, test_v, s.horizon)
-    md = _markdown(s, seed_list, rows, concl, wall, train_loss, test_v, train_v, plot, command,
-                   runtime, uses, baselines)
+    md = markdown_report(s, seed_list, rows, concl, wall, train_loss, test_v, train_v, plot,
+                         command, runtime, uses, baselines)
     rep.write_markdown(out / "cheating.md", md, "surgflow: the BatchNorm cheating experiment")
     result = {
         "experiment": "cheating", "setup": asdict(s), "seeds": seed_list,

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+# the definitions the report shares live there: demo imports demo_report, never the reverse
+from surgflow.experiments.demo_report import MODELS, PRESET, ROWS, row_title, write_report  # noqa: F401
 from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text, heartbeat
 
 DEMO_MARKER = ".surgflow-demo"
@@ -54,18 +56,6 @@ QUICK = DemoSettings(train_videos=3, val_videos=1, test_videos=2, min_seconds=24
                      size=(36, 64), backbone="test_resnet", seq_len=16, lanes=1, epochs=2,
                      horizon=0.5, seeds=2)
 
-# model key -> (model.norm, title); rows of the tables: key -> (model key, cheat, evaluation)
-MODELS = {"bn_free": ("gn", "BN-free (GroupNorm)"), "batchnorm": ("native", "BatchNorm")}
-ROWS = {"bn_free": ("bn_free", False, "eval mode"),
-        "batchnorm": ("batchnorm", False, "eval mode"),
-        "batchnorm_cheat": ("batchnorm", True, "train mode: NON-CAUSAL")}
-
-
-def row_title(row: str) -> str:
-    key, cheat, _ = ROWS[row]
-    return MODELS[key][1] + (" (train-mode BN, NON-CAUSAL)" if cheat else "")
-
-
 def check_out_dir(out: Path) -> None:
     """Refuse a directory holding something other than an earlier demo rather than overwrite it."""
     if out.exists() and any(out.iterdir()) and not (out / DEMO_MARKER).exists():
@@ -90,9 +80,6 @@ def _raw_matches(raw: Path, s: DemoSettings, seed: int) -> bool:
 
 def _stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
-
-
-PRESET = "synthetic_phase_tiny"  # the optimiser and lr schedule come from this tuned preset
 
 
 def _train_config(s: DemoSettings, root: Path, split: Path, norm: str, name: str, seed: int) -> dict:
@@ -201,7 +188,6 @@ def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int =
     from surgflow.audit.audit import audit_model
     from surgflow.data.prepare import prepare_dataset
     from surgflow.data.synth import synthesize
-    from surgflow.experiments.demo_report import write_report
     from surgflow.runs import load_model
 
     s = settings or (QUICK if quick else FULL)

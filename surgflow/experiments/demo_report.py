@@ -2,7 +2,8 @@
 demo.py: tables with units and mean ± std over seeds, paired per-seed differences with 95%
 t-intervals, a conclusion computed from them, a per-video table, training curves read from each
 run's metrics.csv, a side-by-side comparison plot, ribbons for every test video, confusion matrices
-and anticipation curves whose titles name the model."""
+and anticipation curves whose titles name the model. The models, table rows and training preset
+are defined here and imported by demo.py (one import direction)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from surgflow.experiments import report as rep
-from surgflow.experiments.demo import MODELS, PRESET, ROWS, row_title
 from surgflow.io_utils import atomic_write_json
+
+# -- definitions shared with demo.py (which imports them from here: one import direction) --
+# model key -> (model.norm, title); rows of the tables: key -> (model key, cheat, evaluation)
+MODELS = {"bn_free": ("gn", "BN-free (GroupNorm)"), "batchnorm": ("native", "BatchNorm")}
+ROWS = {"bn_free": ("bn_free", False, "eval mode"),
+        "batchnorm": ("batchnorm", False, "eval mode"),
+        "batchnorm_cheat": ("batchnorm", True, "train mode: NON-CAUSAL")}
+
+
+def row_title(row: str) -> str:
+    key, cheat, _ = ROWS[row]
+    return MODELS[key][1] + (" (train-mode BN, NON-CAUSAL)" if cheat else "")
+
+
+PRESET = "synthetic_phase_tiny"  # the optimiser and lr schedule come from this tuned preset
 
 PHASE_METRICS = (("accuracy", "accuracy (%)"), ("precision", "precision (%)"), ("recall", "recall (%)"),
                  ("jaccard", "Jaccard (%)"), ("f1", "F1 (%)"))

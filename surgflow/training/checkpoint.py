@@ -33,16 +33,21 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(saved: dict, current: dict, ignore=RESUME_MUTABLE) -> list[str]:
-    """Human-readable `key: saved vs current` lines for keys that differ."""
+def config_differences(saved: dict, current: dict, ignore=RESUME_MUTABLE,
+                       defaults: Optional[dict] = None) -> list[str]:
+    """Human-readable `key: saved vs current` lines for keys that differ. A key the checkpoint's
+    config lacks (written by a surgflow that did not know it) counts as its value in `defaults`
+    (a config dict of the defaults): a new key's default keeps the old behaviour, so a run from
+    before it resumes as long as the key keeps that default."""
     a, b = flatten(saved), flatten(current)
+    d = flatten(defaults) if defaults is not None else {}
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in ignore:
             continue
-        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        va, vb = a.get(key, d.get(key, "<absent>")), b.get(key, "<absent>")
         if va != vb:
-            diffs.append(f"{key}: {va!r} (checkpoint) vs {vb!r} (now)")
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} (checkpoint) vs {vb!r} (now)")
     return diffs
 
 

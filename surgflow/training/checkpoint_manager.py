@@ -98,7 +98,7 @@ class CheckpointManager:
             self.log(f"--resume: no checkpoint in {self.dir}; starting a new run")
             return None
         ckpt = self.read_last(mmap=False)
-        diffs = config_differences(ckpt["config"], to_dict(self.cfg))
+        diffs = config_differences(ckpt["config"], to_dict(self.cfg), defaults=to_dict(Config()))
         if diffs:
             raise SurgflowError(f"--resume: {self.last_path} was written by a different config; "
                                 f"differing keys: {'; '.join(diffs)}. Resume with the run's own "

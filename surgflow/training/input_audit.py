@@ -20,7 +20,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from surgflow.audit.audit import REL_TOL, Finding, _max_change
+from surgflow.audit.audit import REL_TOL, Finding, max_change
 from surgflow.io_utils import SurgflowError
 
 FIX_AUGMENT = ("share the random parameters over the clip but apply every operation frame by frame "
@@ -40,7 +40,7 @@ def build_training_path(cfg, augment: Union[str, Callable, None] = "config", see
     from surgflow.models.model import build_model
     from surgflow.training.runtime import setup_runtime
     from surgflow.training.strategies import TrainContext, build_strategy
-    from surgflow.training.trainer import _check_tasks
+    from surgflow.training.trainer import check_tasks
 
     if not cfg.data.root or not (Path(cfg.data.root) / "manifest.json").is_file():
         raise SurgflowError(f"data.root: '{cfg.data.root}' is not a dataset written by `surgflow "
@@ -48,7 +48,7 @@ def build_training_path(cfg, augment: Union[str, Callable, None] = "config", see
                             "(prepare one, or pass --set data.root=DIR)")
     ds = PreparedDataset(cfg.data.root, split=cfg.data.split)
     train_ds = ds.subset(cfg.data.train_subset)
-    instruments = _check_tasks(cfg, ds)
+    instruments = check_tasks(cfg, ds)
     rt = setup_runtime(cfg)
     counts = train_ds.phase_counts() if "phase" in cfg.task.tasks else None
     model = build_model(cfg, num_phases=len(ds.phase_names), num_tools=len(ds.tool_names),
@@ -93,7 +93,7 @@ def _worst(strategy, batch, perturbed, index, draws: int, seed: int) -> tuple[fl
         state = torch.Generator().manual_seed(seed + d).get_state()
         a = _outputs(strategy, batch, state, seed + d)
         b = _outputs(strategy, perturbed, state, seed + d)
-        worst = max(worst, _max_change(a, b, index), key=lambda r: r[1])
+        worst = max(worst, max_change(a, b, index), key=lambda r: r[1])
     return worst
 
 

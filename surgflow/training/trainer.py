@@ -39,7 +39,7 @@ from surgflow.training.strategies import TrainContext, build_strategy
 from surgflow.training.validation import lower_is_better, validate, validation_metrics
 
 
-def _check_tasks(cfg: Config, ds) -> list[str]:
+def check_tasks(cfg: Config, ds) -> list[str]:
     """Each task needs labels the dataset has; returns the anticipation instruments ([] if off)."""
     tasks = cfg.task.tasks
     where = f"dataset {cfg.data.root}"
@@ -190,7 +190,7 @@ class Trainer:
                 self.val_ds = val if val.videos else None
             except SurgflowError:
                 self.val_ds = None
-        self.instruments = _check_tasks(cfg, ds)
+        self.instruments = check_tasks(cfg, ds)
         known = validation_metrics(cfg.task.tasks)
         if cfg.train.best_metric not in known:
             raise SurgflowError(f"train.best_metric: '{cfg.train.best_metric}' is not computed for "

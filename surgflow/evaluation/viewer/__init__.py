@@ -259,12 +259,12 @@ def _segments(labels: np.ndarray) -> list[list[int]]:
 
 
 def build_data(runs: Sequence[EvalRun], frames: dict, title: str) -> dict:
-    from surgflow.evaluation.plots import _colors
+    from surgflow.evaluation.plots import phase_colors
 
     first = runs[0]
     names = first.phase_names
     videos = [v for v in first.videos if all(v in r.videos for r in runs[1:])]
-    colors = ["#%02x%02x%02x" % tuple(int(255 * c) for c in rgba[:3]) for rgba in _colors(len(names))]
+    colors = ["#%02x%02x%02x" % tuple(int(255 * c) for c in rgba[:3]) for rgba in phase_colors(len(names))]
     data = {"title": title, "fps": first.fps, "phase_names": names, "phase_colors": colors,
             "instruments": first.instruments, "horizon": first.horizon, "runs": [], "videos": []}
     for r in runs:
