@@ -6,7 +6,7 @@ def add_arguments(p) -> None:
     from surgflow.data.synth import PROFILES  # numpy: only when the parser is built
 
     p.add_argument("--out", default="surgflow_demo", metavar="DIR", help="output directory (new or from an earlier demo)")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (under 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (under a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the first training run")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="training seeds per model (default 3; 2 with --quick)")

@@ -155,7 +155,7 @@
       var sw = el("span", {"class": "swatch"}); sw.style.background = RUN_COLORS[k % 6];
       var acc = r.summary.accuracy, f1 = r.summary.f1;
       runs.appendChild(el("tr", {}, [el("td", {}, [sw, document.createTextNode(D.runs.length > 1 ? " " + String.fromCharCode(65 + k) : "")]),
-        el("td", {text: r.name + (r.non_causal ? " (NON-CAUSAL)" : "")}), el("td", {"class": "path", text: r.path}),
+        el("td", {text: r.name + (r.non_causal && !r.name.includes("NON-CAUSAL") ? " (NON-CAUSAL)" : "")}), el("td", {"class": "path", text: r.path}),
         el("td", {"class": "num", text: fmt(acc.mean, 1) + " \u00B1 " + fmt(acc.std, 1)}),
         el("td", {"class": "num", text: fmt(f1.mean, 1) + " \u00B1 " + fmt(f1.std, 1)}),
         el("td", {"class": "num", text: fmt(r.summary.wMAE, 3)})]));
