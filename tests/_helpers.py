@@ -1,6 +1,9 @@
 """Helpers shared by test modules (imported as `from _helpers import ...`)."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import torch
 
 from surgflow.config import from_dict, to_dict
@@ -40,3 +43,12 @@ class ClipMeanContrast(ClipAugment):
     def contrast_reference(x):
         clip = x.mean(dim=(1, 3, 4)) @ torch.tensor(_GRAY, device=x.device, dtype=x.dtype)  # [B]
         return clip[:, None].expand(x.shape[:2])  # [B, T]: pooled over time
+
+
+def documented_names(registry_name: str) -> list[str]:
+    """The names docs/ARCHITECTURE.md's module tree lists for a registry: `TASKS: a, b, c` or
+    `NORM_MODES a|b|c`."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    m = re.search(rf"\b{registry_name}(?:: (\w+(?:, \w+)*)| (\w+(?:\|\w+)+))", doc)
+    assert m, f"docs/ARCHITECTURE.md lists no {registry_name}"
+    return m.group(1).split(", ") if m.group(1) else m.group(2).split("|")

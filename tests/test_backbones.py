@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from _helpers import documented_names
 from surgflow.io_utils import SurgflowError
 from surgflow.models.backbones import build_backbone, norm_layers
 from surgflow.registry import NORM_MODES
@@ -29,10 +28,7 @@ def test_features():
 
 
 def test_the_documented_norm_modes_are_registered():
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
-    m = re.search(r"\bNORM_MODES (\w+(?:\|\w+)*)", doc)  # the module tree's backbones.py line
-    assert m, "docs/ARCHITECTURE.md lists no NORM_MODES"
-    documented = m.group(1).split("|")
+    documented = documented_names("NORM_MODES")
     assert len(documented) >= 3 and set(documented) <= set(NORM_MODES.names()), documented
 
 

@@ -2,12 +2,11 @@
 full_context guarantees (same gradients as plain backprop for BN-free nets; BN refused)."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
 
 import pytest
 import torch
 
+from _helpers import documented_names
 from surgflow.config import load_config
 from surgflow.io_utils import SurgflowError
 from surgflow.training.runtime import clip_gradients
@@ -33,16 +32,8 @@ def _fit_one_batch(t: Trainer, batch, steps: int = 6) -> list[float]:
     return losses
 
 
-def _documented(registry_name: str) -> list[str]:
-    """The names docs/ARCHITECTURE.md's module tree lists after `REGISTRY:`."""
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
-    m = re.search(rf"\b{registry_name}: (\w+(?:, \w+)*)", doc)
-    assert m, f"docs/ARCHITECTURE.md lists no {registry_name}"
-    return m.group(1).split(", ")
-
-
 def test_the_documented_strategies_are_registered():
-    documented = _documented("STRATEGIES")
+    documented = documented_names("STRATEGIES")
     assert len(documented) >= 4
     missing = set(documented) - set(STRATEGIES.names())
     assert not missing, f"docs/ARCHITECTURE.md promises strategies that are not registered: {missing}"

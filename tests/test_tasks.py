@@ -1,8 +1,6 @@
 """Task layers: median-frequency weights, losses (masking, weighting), class targets, decoding."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _helpers import documented_names
 from surgflow.config import from_dict
 from surgflow.io_utils import SurgflowError
 from surgflow.labels import CHOLEC80_PHASE_WEIGHTS
@@ -96,10 +95,7 @@ def test_every_task_refuses_a_dataset_without_its_labels(name):
 
 
 def test_the_documented_tasks_are_registered():
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md").read_text()
-    m = re.search(r"\bTASKS: (\w+(?:, \w+)*)", doc)  # the module tree's tasks.py line
-    assert m, "docs/ARCHITECTURE.md lists no TASKS"
-    documented = m.group(1).split(", ")
+    documented = documented_names("TASKS")
     assert len(documented) >= 3 and set(documented) <= set(TASKS.names()), documented
 
 
