@@ -211,6 +211,9 @@ def test_sigterm_checkpoints_and_the_resume_is_bit_exact(tiny_root, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, out
     assert "SIGTERM received: stopped at step" in out and "--resume" in out
     assert "Traceback" not in out
+    (ckpts,) = [ln for ln in out.splitlines() if ln.startswith("checkpoints: ")]
+    named = ckpts.split(": ", 1)[1].split()
+    assert named and all(Path(p).is_file() for p in named), ckpts  # no best.pt before validation
     assert not (run / ".surgflow.lock").exists()
     assert not list(run.glob(".*.tmp")) and not list((run / "checkpoints").glob(".*.tmp"))
     k = load_checkpoint(run / "checkpoints" / "last.pt")["step"]

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    import shlex
+    import signal
     from pathlib import Path
 
     from surgflow.config import load_config
@@ -42,15 +44,11 @@ def run(args) -> int:
         print(f"  {k:<18} {v:.4f}")
     if best.get("value") is not None:
         print(f"best {best['metric']} = {best['value']:.4f} (epoch {best['epoch']}, step {best['step']})")
-    print(f"checkpoints: {res['last']}  {res['best']}")
+    # best.pt does not exist before the first validation (e.g. a signal stop early in epoch 1)
+    print("checkpoints: " + "  ".join(str(p) for p in (res["last"], res["best"]) if Path(p).is_file()))
     if res["stopped"] in ("SIGTERM", "SIGINT"):  # a clean stop, but not the end of training
-        import shlex
-        import signal
-
         print(f"next: surgflow train {shlex.quote(str(out / 'config.yaml'))} --out "
               f"{shlex.quote(str(out))} --resume")
         return 128 + int(signal.Signals[res["stopped"]])
-    import shlex
-
     print(f"next: surgflow eval {shlex.quote(str(out))}")  # copy-pasteable with spaces in the path
     return 0
