@@ -296,3 +296,20 @@ def test_view_errors_name_the_fix(evals, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["view", str(evals[0]), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_weakest_phase_and_segments_on_golden_sequences():
+    """The overview's weakest phase is the ground-truth phase of lowest F1 (the first on a tie,
+    compared unrounded); ribbon segments are the runs of the labels, unlabelled runs dropped."""
+    import numpy as np
+
+    from surgflow.evaluation.viewer import _segments, _weakest
+
+    names = [f"p{i}" for i in range(7)]
+    # F1 of p4 and p5 are both 2/3: a tie goes to the first
+    assert _weakest(np.array([4, 5, 5]), np.array([4, 4, 5]), names) == ["p4", 66.7]
+    # p1: tp 1 of (2 gt + 1 pred) -> 66.7; p2: tp 0 -> 0; p0 never in the ground truth
+    assert _weakest(np.array([1, 1, 2, -1]), np.array([1, 0, 0, 3]), names) == ["p2", 0.0]
+    assert _weakest(np.array([-1, -1]), np.array([0, 1]), names) is None
+    assert _segments(np.array([2, 2, -1, -1, 3, 2])) == [[0, 2, 2], [4, 5, 3], [5, 6, 2]]
+    assert _segments(np.array([], dtype=np.int64)) == []

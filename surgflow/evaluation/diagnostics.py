@@ -15,14 +15,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-
-def _confusion(gt: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:
-    """int64 [c, c], rows ground truth, columns prediction; frames with gt < 0 are skipped."""
-    keep = gt >= 0
-    g, p = gt[keep].astype(np.int64), pred[keep].astype(np.int64)
-    if len(p) and (p.min() < 0 or p.max() >= c):
-        raise ValueError(f"predicted phase ids must lie in 0..{c - 1}, got {p.min()}..{p.max()}")
-    return np.bincount(g * c + p, minlength=c * c).reshape(c, c)
+from surgflow.evaluation.phase_metrics import confusion_matrix
 
 
 def _ratio(a: float, b: float) -> float:
@@ -50,7 +43,7 @@ def phase_diagnostics(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarra
         g, p = np.asarray(gt[v]), np.asarray(pred[v])
         if len(g) != len(p):
             raise ValueError(f"{v}: {len(g)} ground-truth frames but {len(p)} predictions")
-        cm = _confusion(g, p, c)
+        cm = confusion_matrix(g, p, c)
         total += cm
         for i in np.flatnonzero(cm.sum(1) > 0):  # phases in this video's ground truth
             contains[i] += 1

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from surgflow.evaluation.phase_metrics import confusion_matrix
+from surgflow.evaluation.relaxed import segments
 from surgflow.io_utils import (SurgflowError, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                json_safe, progress)
 
@@ -229,16 +231,14 @@ def write_frames(out: Path, root, videos: Sequence[str], lengths: dict, width: i
 
 def _weakest(gt: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> Optional[list]:
     """[phase, F1 %] of the ground-truth phase with the lowest F1 in this video."""
-    keep = gt >= 0  # gt, pred: int [N] of one length
-    g, p = gt[keep], pred[keep]
-    worst = None
-    for c in np.unique(g):
-        tp = int(((g == c) & (p == c)).sum())
-        denom = int((g == c).sum() + (p == c).sum())
-        f1 = 200.0 * tp / denom if denom else 0.0
-        if worst is None or f1 < worst[1]:
-            worst = [names[c], round(f1, 1)]
-    return worst
+    cm = confusion_matrix(gt, pred, len(names))  # gt, pred: int [N] of one length; gt -1 dropped
+    in_gt = np.flatnonzero(cm.sum(1) > 0)
+    if not in_gt.size:
+        return None
+    denom = cm.sum(1) + cm.sum(0)
+    f1 = 200.0 * np.diag(cm)[in_gt] / denom[in_gt]  # 2 tp / (gt + predicted frames)
+    worst = int(np.argmin(f1))  # the first phase on a tie
+    return [names[in_gt[worst]], round(float(f1[worst]), 1)]
 
 
 def _num(x, digits=2):
@@ -246,16 +246,9 @@ def _num(x, digits=2):
 
 
 def _segments(labels: np.ndarray) -> list[list[int]]:
-    """[[start, stop, id], ...]: runs of one label over consecutive frames (-1 ends a run)."""
-    out, i, n = [], 0, len(labels)
-    while i < n:
-        j = i
-        while j + 1 < n and labels[j + 1] == labels[i]:
-            j += 1
-        if labels[i] >= 0:
-            out.append([i, j + 1, int(labels[i])])
-        i = j + 1
-    return out
+    """[[start, stop, id], ...]: runs of one label over consecutive frames (-1 runs dropped)."""
+    lab, starts, ends = segments(np.asarray(labels))
+    return [[int(a), int(b), int(c)] for c, a, b in zip(lab, starts, ends) if c >= 0]
 
 
 def build_data(runs: Sequence[EvalRun], frames: dict, title: str) -> dict:
