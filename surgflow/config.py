@@ -50,7 +50,8 @@ class ModelConfig:
     tcn_stages: int = 2
     tcn_layers: int = 9
     tcn_maps: int = 64
-    dropout: float = 0.0
+    dropout: float = 0.0  # on the temporal head's features, before the task layers
+    drop_path_rate: float = 0.0  # stochastic depth of the backbone's residual blocks (timm)
 
 
 @dataclass
@@ -97,6 +98,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = only at epoch end
     val_every: int = 1  # epochs
     best_metric: str = "val/accuracy"
+    # best.pt = best mean of the last `best_window` validations (1 = the single best value): a
+    # noisy one-epoch peak is not kept
+    best_window: int = 1
+    # exponential moving average of the weights (timm ModelEmaV3, with warmup), 0 = off; when on,
+    # validation, best.pt and eval use the averaged weights
+    ema_decay: float = 0.0
     log_every: int = 10
     two_stage_cnn_epochs: int = 1
 
@@ -119,11 +126,14 @@ CHOICES: dict[str, tuple] = {
 }
 POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_batch", "train.epochs",
                              "train.lr_step_every",
-                             "task.horizon", "model.hidden", "model.layers")
+                             "task.horizon", "model.hidden", "model.layers", "train.best_window")
 NON_NEGATIVE: tuple[str, ...] = ("train.lr", "train.weight_decay", "train.grad_clip", "train.agc",
                                  "train.warmup_steps", "train.lr_min", "train.lr_gamma",
                                  "model.freeze_stages", "train.max_steps", "train.checkpoint_every",
-                                 "model.dropout", "data.workers", "data.augment_appearance")
+                                 "model.dropout", "data.workers", "data.augment_appearance",
+                                 "model.drop_path_rate", "train.ema_decay")
+
+BELOW_ONE: tuple[str, ...] = ("train.ema_decay", "model.drop_path_rate", "model.dropout")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -208,6 +218,11 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: must be > 0, got {value}")
         if key in NON_NEGATIVE and value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
+    for key in BELOW_ONE:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value >= 1:
+            raise ConfigError(f"{key}: must be < 1, got {value}")
     tasks = registry_choices["task.tasks"]
     if not cfg.task.tasks:
         raise ConfigError("task.tasks: list at least one of " + ", ".join(tasks))

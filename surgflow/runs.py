@@ -316,12 +316,21 @@ def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu",
     model = build_model(cfg, num_phases=len(meta.phase_names), num_tools=len(meta.tool_names),
                         num_instruments=len(meta.instruments),
                         load_pretrained=False)  # the checkpoint holds the weights: no hub, no file
+    # train.ema_decay > 0: the averaged weights are the ones validated (best.pt) and used
+    weights_key = "ema" if cfg.train.ema_decay else "model"
+    if weights_key not in ckpt:
+        raise SurgflowError(f"checkpoint {path}: no '{weights_key}' weights although its config has "
+                            f"train.ema_decay={cfg.train.ema_decay}; the file was edited or is "
+                            f"incomplete: use the run's own checkpoint")
+    weights = ckpt[weights_key]
+    if info is not None:
+        info["weights"] = weights_key
     try:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError:  # size mismatch: the weights are of another model shape
         raise SurgflowError(
             f"checkpoint {path}: its weights do not fit the model its config and meta describe "
-            f"({shape_mismatches(model, ckpt['model'])}); the file was edited or mixes two runs: "
+            f"({shape_mismatches(model, weights)}); the file was edited or mixes two runs: "
             f"use the checkpoint written with this config") from None
     if missing or unexpected:
         raise SurgflowError(

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default="", metavar="SOURCE",
                    help="start every variant from offline ImageNet weights (e.g. efficientnet_lite0: "
                         "backbone tf_efficientnet_lite0, frozen_bn keeps the ImageNet statistics)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="trainings at a time, each in its own process (default: 1 on a GPU or "
+                        "with --quick, else min(2, CPU cores)); on a GPU several share the device")
     add_device(p)
 
 
@@ -31,6 +34,10 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 5)
+    if args.workers is not None and args.workers < 1:
+        from surgflow.io_utils import SurgflowError
+
+        raise SurgflowError(f"--workers must be >= 1, got {args.workers}")
     setup = None
     if args.pretrained:
         from dataclasses import replace
@@ -45,7 +52,7 @@ def run(args) -> int:
         setup = replace(QUICK if args.quick else CheatingSetup(), pretrained=args.pretrained,
                         backbone=SOURCES[args.pretrained].timm_name)
     res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, setup=setup,
-                                  device=resolve_device(args.device))
+                                  device=resolve_device(args.device), workers=args.workers)
     print(open(res["files"]["markdown"]).read())
     print(f"wrote {res['files']['markdown']}, {res['files']['json']}"
           + (f", {res['files']['plot']}" if res["files"]["plot"] else "")

@@ -19,6 +19,7 @@ is tuned to produce an outcome.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -301,7 +302,9 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
     plot = plot_loss_curves(run_dirs, out / "loss_curves.png")
     wall = time.perf_counter() - t0
     command = (f"surgflow experiment cheating --seeds {seeds}{' --quick' if quick else ''} "
-               f"--out {out}" + (f" --device {device}" if device != "cpu" else ""))
+               f"--out {shlex.quote(str(out))}"
+               + (f" --pretrained {s.pretrained}" if s.pretrained else "")
+               + (f" --device {device}" if device != "cpu" else ""))
     runtime = f"{device}, {workers} training(s) in parallel, {threads or 'default'} torch thread(s) each"
     uses = instrument_uses(prepared)
     baselines = trivial_baselines(prepared, train_v, test_v, s.horizon)

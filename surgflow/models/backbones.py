@@ -331,7 +331,8 @@ class Backbone(nn.Module):
 
 
 def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str, os.PathLike] = False,
-                   freeze_stages: int = 0, gn_groups: int = 32, channels_last: bool = False) -> Backbone:
+                   freeze_stages: int = 0, gn_groups: int = 32, channels_last: bool = False,
+                   drop_path_rate: float = 0.0) -> Backbone:
     import timm
 
     convert = NORM_MODES.get(norm)  # before the (slow) build: an unknown mode fails at once
@@ -339,8 +340,15 @@ def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str,
         raise SurgflowError(f"model.backbone: unknown backbone '{name}'; list the names timm knows "
                             f"with timm.list_models('{name.split('_')[0]}*')")
     from_hub = pretrained is True
+    # stochastic depth only when asked: not every timm model takes the argument
+    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
     try:
-        model = timm.create_model(name, pretrained=from_hub, num_classes=0)
+        model = timm.create_model(name, pretrained=from_hub, num_classes=0, **extra)
+    except TypeError as e:
+        if extra and "drop_path_rate" in str(e):
+            raise SurgflowError(f"model.drop_path_rate: timm's '{name}' has no stochastic depth "
+                                f"({e}); set model.drop_path_rate=0") from None
+        raise
     except Exception as e:
         if from_hub:
             raise SurgflowError(

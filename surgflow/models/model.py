@@ -122,7 +122,8 @@ def build_model(cfg, num_phases: int, num_tools: int = 0, num_instruments: int =
     backbone = build_backbone(m.backbone, norm=m.norm,
                               pretrained=m.pretrained if load_pretrained else False,
                               freeze_stages=m.freeze_stages, gn_groups=m.gn_groups,
-                              channels_last=cfg.train.channels_last)
+                              channels_last=cfg.train.channels_last,
+                              drop_path_rate=m.drop_path_rate)
     head = build_head(m.head, backbone.feature_dim, m)
     tasks = {name: build_task(name, head.out_dim, cfg, num_phases, num_tools, num_instruments,
                               phase_counts)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from timm.utils import ModelEmaV3
 
 from surgflow.config import Config, from_dict, to_dict, to_yaml
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
@@ -144,6 +145,9 @@ class Trainer:
             if extra is not None:
                 rt.broadcast_parameters(extra)
         t = cfg.train
+        # averaged weights for validation, best.pt and eval; warmup: early on the average
+        # follows the weights closely (decay (1 + step) / (10 + step) until it reaches ema_decay)
+        self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=True) if t.ema_decay else None
         self.optimizer = make_optimizer(param_groups(trained, t), t)
         # the schedule spans every epoch's steps (not max_steps, which a resume may change)
         self.total_steps = sum(self.strategy.steps_per_epoch(e) for e in range(t.epochs))
@@ -153,10 +157,12 @@ class Trainer:
         self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta.to_dict(),
                         running=lambda: {**self._running, "sums": dict(self._running["sums"])},
                         data=self._data_record(), model=self.model, optimizer=self.optimizer,
-                        scheduler=self.scheduler)
+                        scheduler=self.scheduler, **({"ema": self.ema.module} if self.ema else {}))
         # progress counters
         self.epoch, self.step_in_epoch, self.step = 0, 0, 0
-        self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None}
+        # recent: the last train.best_window validation values (their mean selects best.pt)
+        self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None,
+                     "recent": []}
         self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
         self._running: dict = _new_running()
         self._resumed_running: Optional[dict] = None
@@ -223,6 +229,11 @@ class Trainer:
             self.log(f"WARNING: {warning}")
         for note in rt.notes:
             self.log(note)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation and best.pt stand for: the EMA when train.ema_decay > 0."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def uses_ddp(self) -> bool:
@@ -305,7 +316,7 @@ class Trainer:
             return
         self.epoch, self.step, self.step_in_epoch = (progress["epoch"], progress["step"],
                                                      progress["step_in_epoch"])
-        self.best = dict(progress.get("best") or self.best)
+        self.best = {"recent": [], **dict(progress.get("best") or self.best)}
         if self.rt.is_main and not repair_best(self.ckpt.dir, self.log):
             self.best.update(value=None, epoch=None, step=None)
         self._pending = progress["pending_strategy"]
@@ -319,10 +330,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- metrics
     def _improved(self, metrics: dict, epoch_done: float) -> bool:
-        name = self.cfg.train.best_metric
+        name, window = self.cfg.train.best_metric, self.cfg.train.best_window
         if name not in metrics or not math.isfinite(metrics[name]):
             return False
-        v, old = metrics[name], self.best.get("value")
+        recent = (list(self.best.get("recent") or []) + [float(metrics[name])])[-window:]
+        self.best["recent"] = recent
+        if len(recent) < window:
+            return False  # too few validations for the window yet
+        v, old = sum(recent) / window, self.best.get("value")
         better = old is None or (v < old if lower_is_better(name) else v > old)
         if better:
             self.best.update(value=float(v), epoch=epoch_done, step=self.step)
@@ -334,7 +349,8 @@ class Trainer:
         metrics: dict = {}
         phases: dict = {}
         if run_val and self.val_ds is not None:
-            metrics = validate(self.model, self.val_ds, self.cfg, self.rt, self.instruments, phases)
+            metrics = validate(self.eval_model, self.val_ds, self.cfg, self.rt, self.instruments,
+                               phases)
             if self.cfg.train.best_metric not in metrics:
                 raise SurgflowError(f"train.best_metric: '{self.cfg.train.best_metric}' is not "
                                     f"computed for tasks {self.cfg.task.tasks}; choose one of "
@@ -430,6 +446,8 @@ class Trainer:
                     self.optimizer.step()
                     self.scheduler.step()
                     self.step += 1
+                    if self.ema is not None:
+                        self.ema.update(self.model, step=self.step)
                     self.step_in_epoch += 1
                     frames += res.frames
                     # losses weighted by the step's valid frames (an idle step counts 0 frames,
