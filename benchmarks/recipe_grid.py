@@ -162,6 +162,10 @@ def cmd_run(args) -> None:
 
     plan = load_plan(Path(args.plan))
     jobs = [j for j in plan_jobs(plan) if (j["data"], j["variant"], j["seed"]) not in done]
+    if args.data:
+        jobs = [j for j in jobs if j["data"] in args.data.split(",")]
+    if args.variants:
+        jobs = [j for j in jobs if j["variant"] in args.variants.split(",")]
     if args.limit_jobs:
         jobs = jobs[:args.limit_jobs]
     sizes: dict = {}
@@ -255,6 +259,8 @@ def main(argv=None) -> None:
                    help="time a job is assumed to take before one has finished")
     r.add_argument("--device", default="cpu")
     r.add_argument("--limit-jobs", type=int, default=0)
+    r.add_argument("--data", default="", help="only these datasets of the plan (comma-separated)")
+    r.add_argument("--variants", default="", help="only these variants (comma-separated)")
     r.add_argument("--results", default="", help="results file (default: WORK/results.jsonl)")
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+")

@@ -42,6 +42,13 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> T:
         return self.register(name)(obj)
 
+    def unregister(self, name: str) -> T:
+        """Remove entry `name` (a plugin registered for a while, e.g. by a test); returns it."""
+        self._load()
+        if name not in self._items:
+            raise KeyError(f"{self.kind} '{name}' is not registered")
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         self._load()
         if name not in self._items:

@@ -1,12 +1,14 @@
 """A run's artefacts, read by every consumer (evaluation, online prediction, export, experiments):
-the checkpoint file, its RunMeta record, and `load_model`, which rebuilds the model from both.
+its RunMeta record, `load_model` (which rebuilds the model from a checkpoint), which checkpoint
+of a run folder to read and what to tell its reader (checkpoint_notes).
 
 A checkpoint is a dict of tensors and primitives, written atomically and loaded with
-weights_only=True (docs/ARCHITECTURE.md, "Runs and checkpoints"): config (dict), model (state
-dict), optimizer, epoch, step, step_in_epoch, rng, meta (RunMeta.to_dict()), best; for resume
-also carry, strategy, running, world_size, data ({subset: {video: manifest checksum}}: a resume on
+weights_only=True by surgflow/checkpoint_io.py, the one module that reads and writes checkpoint
+files (docs/ARCHITECTURE.md, "Runs and checkpoints"): config (dict), model (state dict),
+optimizer, epoch, step, step_in_epoch, rng, meta (RunMeta.to_dict()), best; for resume also
+strategy, running, world_size, data ({subset: {video: manifest checksum}}: a resume on
 re-prepared videos is refused) and metrics_row (the epoch's metrics.csv row, restored on resume
-when a stop came between the checkpoint and the row) (training/checkpoint_manager.py).
+when a stop came between the checkpoint and the row) (training/checkpoint.py, training/state.py).
 
 RunMeta: what a trained model needs to be used on new data. The trainer writes
 `RunMeta.from_training(...)`; readers get one from `load_model` or `RunMeta.coerce`. A field an
@@ -20,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from surgflow.io_utils import SurgflowError, atomic_torch_save
+# checkpoint files are read and written by checkpoint_io only; load_checkpoint is also imported
+# from here by evaluation (the viewer, TensorBoard)
+from surgflow.checkpoint_io import best_problem, checkpoint_counters, load_checkpoint
+from surgflow.io_utils import SurgflowError
 
 
 @dataclass
@@ -102,105 +107,7 @@ class RunMeta:
         return default if value is None else value
 
 
-# ------------------------------------------------------------------ checkpoint files
-
-def save_checkpoint(path: str | Path, ckpt: dict) -> None:
-    atomic_torch_save(path, ckpt)
-
-
-def _torch_load(path: Path, mmap: bool, map_location="cpu"):
-    """torch.load with weights_only=True; any failure (truncated or empty file, a pickled object
-    weights_only refuses, not a torch file) is a SurgflowError naming the file."""
-    import torch
-
-    if not path.is_file():
-        raise SurgflowError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
-        raise SurgflowError(f"checkpoint {path} is empty (0 bytes): an interrupted write or copy")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:  # truncated file, pickle with objects, not a torch file
-        if "Weights only load failed" in str(e):  # torch's text goes on about unsafe loading
-            why = ("it holds Python objects that a weights-only load refuses: not a checkpoint "
-                   "surgflow wrote, or one edited since")
-        else:
-            why = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
-        raise SurgflowError(f"checkpoint {path} cannot be read ({why}); it may be truncated or not "
-                            "a surgflow checkpoint") from None
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint file as a dict (weights_only=True); SurgflowError when it cannot be read."""
-    path = Path(path)
-    ckpt = _torch_load(path, mmap=False, map_location=map_location)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise SurgflowError(f"checkpoint {path} is not a surgflow checkpoint (no 'model'/'config')")
-    return ckpt
-
-
-def peek_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's dict memory-mapped (counters, meta, records without reading its tensors);
-    the same refusals as load_checkpoint."""
-    path = Path(path)
-    ckpt = _torch_load(path, mmap=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise SurgflowError(f"checkpoint {path} is not a surgflow checkpoint (no 'model')")
-    return ckpt
-
-
-def _peek(path: Path) -> dict:
-    """A checkpoint's counters without reading its tensors (memory-mapped load)."""
-    ck = peek_checkpoint(path)
-    best = ck.get("best")
-    return {"step": ck.get("step"), "epoch": ck.get("epoch"), "step_in_epoch": ck.get("step_in_epoch"),
-            "best": dict(best) if isinstance(best, dict) else {}}
-
-
-def best_problem(ckpt_dir: str | Path) -> Optional[str]:
-    """Why checkpoints/best.pt is not the best that last.pt records (None = it is). last.pt is
-    written first and records the best; a kill before best.pt was (re)written leaves best.pt
-    missing or older than that record."""
-    ckpt_dir = Path(ckpt_dir)
-    last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    if not last.is_file():
-        return None if best.is_file() else f"{ckpt_dir}: no checkpoint yet"
-    try:
-        rec = _peek(last)["best"]
-    except SurgflowError:  # an unreadable last.pt records nothing to check best.pt against;
-        return None  # whoever reads last.pt itself refuses it with the reason
-    if rec.get("step") is None:
-        return None if best.is_file() else (f"{best} does not exist yet: no validation has run "
-                                            f"(last.pt records no best)")
-    if not best.is_file():
-        return (f"{best} is missing although {last} records the best at step {rec['step']} "
-                f"(its write was interrupted)")
-    got = _peek(best)["step"]
-    if got != rec["step"]:
-        return (f"{best} holds step {got}, but {last} records the best at step {rec['step']} (the "
-                f"newer best's write was interrupted)")
-    return None
-
-
-def repair_best(ckpt_dir: str | Path, log=print) -> bool:
-    """At the start of a resumed run: rewrite best.pt from last.pt when last.pt IS the recorded
-    best (the only crash window: between the two writes). Returns True when best.pt is now
-    consistent; False when the recorded best cannot be recovered (the caller resets it)."""
-    ckpt_dir = Path(ckpt_dir)
-    problem = best_problem(ckpt_dir)
-    if problem is None or not (ckpt_dir / "last.pt").is_file():
-        return True
-    last = _peek(ckpt_dir / "last.pt")
-    if last["best"].get("step") is None:  # no validation yet (a resume inside the first epoch)
-        return True
-    if last["best"].get("step") == last["step"]:
-        from surgflow.io_utils import atomic_write_bytes
-
-        atomic_write_bytes(ckpt_dir / "best.pt", (ckpt_dir / "last.pt").read_bytes())
-        log(f"{problem}: rewrote best.pt from last.pt (step {last['step']}, the recorded best)")
-        return True
-    log(f"WARNING: {problem}; it cannot be recovered: the next validation writes a new best.pt")
-    return False
-
+# ------------------------------------------------------------------ run folders
 
 def live_run(run_dir: str | Path) -> Optional[str]:
     """'surgflow train, pid N on HOST, started T' while a live process holds the run folder's
@@ -241,7 +148,7 @@ def checkpoint_notes(path_or_run_dir: str | Path, info: Mapping[str, Any]) -> li
     last = run / "checkpoints" / "last.pt"
     if Path(info.get("path", "")).name == "best.pt" and last.is_file():
         try:
-            rec = _peek(last)
+            rec = checkpoint_counters(last)
         except SurgflowError as e:
             notes.append(f"{e}: best.pt could not be checked against it (used as it is)")
         else:

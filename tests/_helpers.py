@@ -10,7 +10,7 @@ from surgflow.config import from_dict, to_dict
 from surgflow.data.augment import _GRAY, ClipAugment
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS
 from surgflow.models.model import build_model
-from surgflow.runs import save_checkpoint
+from surgflow.checkpoint_io import save_checkpoint
 
 SIZE = (32, 56)
 

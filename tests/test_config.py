@@ -1,7 +1,6 @@
 """Typed config: YAML loading, dotted overrides, errors naming the key; every preset loads."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

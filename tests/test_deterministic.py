@@ -6,7 +6,7 @@ import csv
 import torch
 
 from surgflow.config import load_config
-from surgflow.training.checkpoint import load_checkpoint
+from surgflow.checkpoint_io import load_checkpoint
 from surgflow.training.trainer import train
 
 

@@ -12,12 +12,12 @@ import sys
 import pytest
 import torch
 
+from surgflow.checkpoint_io import best_problem, load_checkpoint, save_checkpoint
 from surgflow.cli import main
 from surgflow.config import load_config
 from surgflow.io_utils import SurgflowError
-from surgflow.training import checkpoint_manager as trainer_mod
-from surgflow.training.checkpoint import (best_problem, load_checkpoint, load_model,
-                                          resolve_checkpoint_path, save_checkpoint)
+from surgflow.runs import load_model, resolve_checkpoint_path
+from surgflow.training import checkpoint as trainer_mod  # the module whose save_checkpoint writes
 from surgflow.training.trainer import train
 
 

@@ -21,7 +21,7 @@ from surgflow.cli import main
 from surgflow.config import load_config, to_yaml
 from surgflow.io_utils import SurgflowError
 from surgflow.training import metrics_log
-from surgflow.training.checkpoint import load_checkpoint, save_checkpoint
+from surgflow.checkpoint_io import load_checkpoint, save_checkpoint
 from surgflow.training.trainer import Trainer, train
 
 

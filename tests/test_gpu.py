@@ -248,7 +248,7 @@ def test_checkpoint_from_device_resumes_and_evaluates_on_cpu(tiny_root, tmp_path
     from surgflow.data.store import PreparedDataset
     from surgflow.evaluation.runner import evaluate_run, predict_dataset
     from surgflow.runs import load_model
-    from surgflow.training.checkpoint import load_checkpoint
+    from surgflow.checkpoint_io import load_checkpoint
     from surgflow.training.trainer import train
 
     run = tmp_path / "run"

@@ -15,7 +15,7 @@ from surgflow.evaluation.files import read_phase_pred, read_table  # noqa: E402
 from surgflow.io_utils import SurgflowError  # noqa: E402
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS  # noqa: E402
 
-from _helpers import SIZE, make_checkpoint  # noqa: E402
+from _helpers import make_checkpoint  # noqa: E402
 
 
 

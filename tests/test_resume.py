@@ -30,7 +30,11 @@ def _epoch_rows(run) -> dict:
         return {r["epoch"]: r for r in csv.DictReader(f)}
 
 
-@pytest.mark.parametrize("extra", [(), SCHEDULED], ids=["constant", "cosine_wd_agc"])
+# EMA of the weights and best.pt by a window of validations: their state resumes too
+AVERAGED = ("train.ema_decay=0.9", "train.best_window=2", "model.drop_path_rate=0.1")
+
+
+@pytest.mark.parametrize("extra", [(), SCHEDULED, AVERAGED], ids=["constant", "cosine_wd_agc", "ema"])
 def test_resume_is_bit_identical(tiny_root, tmp_path, extra):
     # straight: 7 optimiser steps (epoch 1 has ~5 steps of T=16, so this crosses an epoch border)
     a = train(_cfg(tiny_root, "train.max_steps=7", *extra), tmp_path / "straight")
@@ -48,13 +52,16 @@ def test_resume_is_bit_identical(tiny_root, tmp_path, extra):
     assert sa["model"].keys() == sb["model"].keys()
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), f"parameter {k} differs after resume"
+    assert ("ema" in sa) == ("train.ema_decay=0.9" in extra)  # (best differs: b1 validated at its stop)
+    for k in sa.get("ema", {}):
+        assert torch.equal(sa["ema"][k], sb["ema"][k]), f"EMA weight {k} differs after resume"
     for i, (x, y) in enumerate(zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values())):
         for key in x:
             assert torch.equal(x[key], y[key]), f"optimizer state {i}.{key} differs"
     assert torch.equal(sa["rng"][0]["generators"]["augment"], sb["rng"][0]["generators"]["augment"])
     assert sa["scheduler"] == sb["scheduler"]
     assert sa["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]  # same lr, same groups
-    if extra:  # the schedule moved the lr: warmup done, cosine under way
+    if extra == SCHEDULED:  # the schedule moved the lr: warmup done, cosine under way
         assert 1e-4 < sa["optimizer"]["param_groups"][0]["lr"] < 3e-3
     # the interrupted epoch's row covers all its steps (before and after the resume): the same
     # train/loss as the uninterrupted run (it logged the post-resume steps only before)

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from _helpers import make_checkpoint
+from surgflow.checkpoint_io import save_checkpoint
 from surgflow.config import from_dict, to_dict
 from surgflow.io_utils import SurgflowError
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES
 from surgflow.models.model import build_model
 from surgflow.online.predictor import OnlinePredictor
-from surgflow.runs import RunMeta, load_model, save_checkpoint
+from surgflow.runs import RunMeta, load_model
 
 
 def _model(horizon=5.0, head="lstm", online=True):

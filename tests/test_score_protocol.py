@@ -396,10 +396,14 @@ def test_validation_wmae_follows_the_configured_convention(monkeypatch):
     gt = {"v1": np.stack([np.r_[np.full(5, 3.0), rng.uniform(0.1, 2.9, 5)],
                           rng.uniform(0.1, 2.9, 10)], 1)}
     pred = {"v1": np.clip(gt["v1"] + rng.normal(0, 0.5, gt["v1"].shape), 0, 3)}
-    fake = {"v1": {"loss_sum": 1.0, "n": 10, "correct": 0, "labelled": 0, "phase": None,
-                   "antic": (gt["v1"], pred["v1"])}}
+    fake = {"v1": {"loss_sum": 1.0, "n": 10, "tasks": {"anticipation": (gt["v1"], pred["v1"])}}}
     monkeypatch.setattr(validation, "_validate_videos", lambda *a: fake)
-    rt, ds, model = Runtime(device=torch.device("cpu")), SimpleNamespace(videos=["v1"]), torch.nn.Linear(1, 1)
+    from surgflow.models.tasks import AnticipationTask
+
+    rt = Runtime(device=torch.device("cpu"))
+    ds = SimpleNamespace(videos=["v1"], phase_names=[], tool_names=inst)
+    model = torch.nn.Module()  # validate reads the model's tasks (the task keeps the horizon)
+    model.tasks = torch.nn.ModuleDict({"anticipation": AnticipationTask(1, len(inst), horizon=3.0)})
     got = {}
     for conv in ("per_instrument", "pitfalls_bn"):
         cfg = load_config(None, ["task.tasks=[anticipation]", f"task.wmae={conv}", "task.horizon=3"])

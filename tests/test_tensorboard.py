@@ -3,7 +3,6 @@ hparams, a phase ribbon per validation, and `surgflow eval`'s test scores in the
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from surgflow.config import load_config
 from surgflow.training.metrics_log import ribbon_image

@@ -4,14 +4,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
+from surgflow.checkpoint_io import load_checkpoint
 from surgflow.config import load_config
 from surgflow.io_utils import SurgflowError
-from surgflow.runs import load_checkpoint, load_model
+from surgflow.runs import load_model
 from surgflow.training.trainer import train
 
 

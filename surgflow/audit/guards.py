@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from torch import nn
 
-from surgflow.registry import STRATEGIES
+from surgflow.registry import STRATEGIES, TASKS
 
 
 def consecutive_strategies() -> tuple[str, ...]:
@@ -41,8 +41,9 @@ def bn_pitfall_warning(model: nn.Module, cfg: Any) -> Optional[str]:
     if not layers:
         return None
     backbone = getattr(cfg.model, "backbone", "?")
-    tasks = list(getattr(task, "tasks", []))
-    where = "anticipation" if "anticipation" in tasks else "online recognition"
+    # name the task whose targets read the future (what cheating learns), else recognition
+    future = [n for n in getattr(task, "tasks", []) if TASKS.get(n).target_reads_future]
+    where = future[0] if future else "online recognition"
     mixing = ""
     if strategy == "clips" and int(getattr(train, "batch_size", 1)) > 1:
         mixing = (f" Mixing {train.batch_size} clips per batch weakens the effect but does not remove it.")

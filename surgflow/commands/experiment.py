@@ -43,6 +43,7 @@ def run(args) -> int:
         from dataclasses import replace
 
         from surgflow.experiments.cheating import QUICK, CheatingSetup
+        from surgflow.experiments.cheating_report import PRETRAINED_LR
         from surgflow.io_utils import SurgflowError
         from surgflow.models.offline_weights import SOURCES
 
@@ -50,7 +51,7 @@ def run(args) -> int:
             raise SurgflowError(f"--pretrained: unknown offline weights '{args.pretrained}'; known: "
                                 f"{', '.join(SOURCES)}")
         setup = replace(QUICK if args.quick else CheatingSetup(), pretrained=args.pretrained,
-                        backbone=SOURCES[args.pretrained].timm_name)
+                        backbone=SOURCES[args.pretrained].timm_name, lr=PRETRAINED_LR)
     res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, setup=setup,
                                   device=resolve_device(args.device), workers=args.workers)
     print(open(res["files"]["markdown"]).read())

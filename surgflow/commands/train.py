@@ -43,7 +43,10 @@ def run(args) -> int:
     for k, v in {**{f"train/{k}": v for k, v in res["train"].items()}, **res["val"]}.items():
         print(f"  {k:<18} {v:.4f}")
     if best.get("value") is not None:
-        print(f"best {best['metric']} = {best['value']:.4f} (epoch {best['epoch']}, step {best['step']})")
+        window = cfg.train.best_window
+        mean = f" (mean of {window} validations up to it)" if window > 1 else ""
+        print(f"best {best['metric']} = {best['value']:.4f}{mean} (epoch {best['epoch']}, step "
+              f"{best['step']})" + (", EMA weights" if cfg.train.ema_decay else ""))
     # best.pt does not exist before the first validation (e.g. a signal stop early in epoch 1)
     print("checkpoints: " + "  ".join(str(p) for p in (res["last"], res["best"]) if Path(p).is_file()))
     if res["stopped"] in ("SIGTERM", "SIGINT"):  # a clean stop, but not the end of training

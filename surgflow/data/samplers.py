@@ -148,6 +148,11 @@ class _SequenceSampler:
         plan = self._plan(int(epoch))  # list over steps of (entries [B], new_video [B])
         return self._run(plan[start_step:])
 
+    def plan(self, epoch: int) -> list[tuple[list[Entry], list[bool]]]:
+        """The steps of `epoch` without reading frames: per step (entries [B]: (video, start
+        frame), "" for an idle lane; new_video [B]) (the input-path audit looks for padding)."""
+        return self._plan(int(epoch))
+
     def _plan(self, epoch: int) -> list[tuple[list[Entry], list[bool]]]:
         raise NotImplementedError
 

@@ -1,7 +1,8 @@
 """Per-video tables of a score_* result: printed, and written as CSV and Markdown beside the JSON.
 
-One row per scored video (the numbers the JSON keeps under `per_video`): phase accuracy and macro
-metrics (percent), tool mAP (percent), anticipation errors averaged over instruments (minutes).
+One row per scored video (the numbers the JSON keeps under `per_video`), the columns, digits and
+unit the task's evaluation declares (score.TaskEvaluation): phase accuracy and macro metrics
+(percent), tool mAP (percent), anticipation errors averaged over instruments (minutes).
 """
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ from pathlib import Path
 
 from surgflow.io_utils import atomic_write_text
 
-_COLUMNS = {
-    "phase": ("accuracy", "precision", "recall", "jaccard", "f1"),
-    "tools": ("mAP",),
-    "anticipation": ("inMAE", "outMAE", "wMAE", "eMAE", "pMAE", "dMAE", "mMAE", "MAE"),
-}
+def _evaluation(result: dict):
+    from surgflow.evaluation.score import evaluation_of
+
+    return evaluation_of(result["task"])  # its columns, digits and unit
 
 
 def table(result: dict) -> tuple[list[str], list[list]]:
     """(column names, rows [video, frames, metric...]) of a score_* result."""
-    metrics = _COLUMNS[result["task"]]
+    metrics = _evaluation(result).per_video_columns
     rows = [[v, int(r["frames"]), *(r.get(m) for m in metrics)]
             for v, r in result["per_video"].items()]
     return ["video", "frames", *metrics], rows
@@ -34,11 +34,11 @@ def _num(x, digits: int) -> str | None:
 
 
 def _digits(result: dict) -> int:
-    return 3 if result["task"] == "anticipation" else 2
+    return _evaluation(result).per_video_digits
 
 
 def _unit(result: dict) -> str:
-    return "minutes" if result["task"] == "anticipation" else "percent"
+    return _evaluation(result).per_video_unit
 
 
 def format_per_video(result: dict) -> str:
@@ -46,8 +46,7 @@ def format_per_video(result: dict) -> str:
     cols, rows = table(result)
     d = _digits(result)
     width = max([len("video")] + [len(r[0]) for r in rows]) + 2
-    lines = [f"per video ({_unit(result)}; anticipation: mean over instruments)"
-             if result["task"] == "anticipation" else f"per video ({_unit(result)})"]
+    lines = [_evaluation(result).per_video_title or f"per video ({_unit(result)})"]
     lines.append(f"  {cols[0]:<{width}}{cols[1]:>7}" + "".join(f"{c:>10}" for c in cols[2:]))
     for r in rows:
         lines.append(f"  {r[0]:<{width}}{r[1]:>7}" + "".join(

@@ -51,14 +51,18 @@ def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta, chunk
     """Run `model` over whole videos of `dataset` in order (models/video_loop.py: state carried
     across chunks, an offline head sees the whole video in one temporal call).
 
-    Returns {video: {"phase_prob": [N, P], "phase": int64 [N] (argmax), "tools_prob": [N, K],
-    "anticipation_min": [N, I] (only the model's tasks), "gt_phase": int64 [N],
-    "gt_tools": [N, K] (when the dataset has tool labels), "gt_anticipation": [N, I]}}.
+    Returns {video: {the model's decoded outputs and what each task's evaluation derives from
+    them, then every registered task's ground truth}}; for the built-in tasks "phase_prob" [N, P],
+    "phase" int64 [N] (argmax), "tools_prob" [N, K], "anticipation_min" [N, I] (only the model's
+    tasks), "gt_phase" int64 [N], "gt_tools" [N, K] (when the dataset has tool labels),
+    "gt_anticipation" [N, I].
     `cheat`: BatchNorm in train mode (NON-CAUSAL). meta: RunMeta (or a checkpoint meta dict)."""
     import torch
 
+    from surgflow.evaluation.score import evaluation_of, task_names
     from surgflow.models.video_loop import run_video
 
+    evaluations = [evaluation_of(name) for name in task_names()]
     videos = list(dataset.videos if videos is None else videos)
     meta = RunMeta.coerce(meta, model)
     horizon, instruments = meta.horizon, meta.instruments
@@ -70,15 +74,10 @@ def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta, chunk
             for v in progress(videos, desc="eval", unit="video"):
                 run = run_video(model, dataset, v, chunk, horizon, instruments, device)
                 rec = {k: t[0].float().cpu().numpy() for k, t in model.decode(run.outputs).items()}
-                if "phase_prob" in rec:
-                    rec["phase"] = rec["phase_prob"].argmax(-1).astype(np.int64)
-                rec["gt_phase"] = np.asarray(dataset.phase(v), dtype=np.int64)
-                tools = dataset.tools(v)
-                if tools is not None:
-                    rec["gt_tools"] = np.asarray(tools, dtype=np.float32)
-                    if instruments:
-                        rec["gt_anticipation"] = np.asarray(
-                            dataset.anticipation(v, horizon, instruments), dtype=np.float32)
+                for ev in evaluations:
+                    rec.update(ev.predictions(rec))
+                for ev in evaluations:
+                    rec.update(ev.ground_truth(dataset, v, meta))
                 n = dataset.num_frames(v)
                 for k, a in rec.items():
                     if len(a) != n:
@@ -98,25 +97,18 @@ def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[
     Phase files keep only labelled frames (Frame = index at the evaluation fps), so prediction and
     ground truth rows match. `fps` is recorded in fps.json in both folders, from which
     `surgflow score` takes the rates (no --gt-fps / --fps needed)."""
+    from types import SimpleNamespace
+
     from surgflow.evaluation import files
+    from surgflow.evaluation.score import evaluation_of, task_names
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    names = SimpleNamespace(phase_names=list(phase_names), tool_names=list(tool_names),
+                            instruments=list(instruments))
+    evaluations = [evaluation_of(name) for name in task_names()]
     for v, rec in preds.items():
-        gt = rec["gt_phase"]
-        keep = np.flatnonzero(gt >= 0)
-        if "phase" in rec:
-            for d, lab in ((pred_dir, rec["phase"]), (gt_dir, gt)):
-                rows = "".join(f"{i}\t{phase_names[lab[i]]}\n" for i in keep)
-                atomic_write_text(d / f"{v}-phase.txt", "Frame\tPhase\n" + rows)
-        if "phase_prob" in rec:  # every frame's probabilities, for `surgflow view` (not scored)
-            files.write_table(pred_dir / f"{v}-phase_prob.txt", rec["phase_prob"], phase_names,
-                              fmt="{:.3g}")
-        if "tools_prob" in rec:
-            files.write_table(pred_dir / f"{v}-tool.txt", rec["tools_prob"], tool_names)
-        if "anticipation_min" in rec:
-            files.write_table(pred_dir / f"{v}-anticipation.txt", rec["anticipation_min"], instruments)
-        if "gt_tools" in rec and len(tool_names):
-            files.write_table(gt_dir / f"{v}-tool.txt", rec["gt_tools"], tool_names, fmt="{:.0f}")
+        for ev in evaluations:  # each writes the files of the keys it finds in rec
+            ev.write_files(rec, v, pred_dir, gt_dir, names)
     if fps is not None:
         files.write_fps_sidecar(pred_dir, fps, "surgflow eval predictions")
         files.write_fps_sidecar(gt_dir, fps, "surgflow eval ground truth at the evaluation rate")
@@ -126,26 +118,14 @@ def score_predictions(preds: dict, meta, fps: float, label: Optional[str], cheat
                       relaxed: Optional[str] = None, notes: Sequence[str] = (),
                       wmae: str = "per_instrument") -> dict:
     """{task: score_* result} for the tasks the model predicts (wmae: the run's task.wmae)."""
-    from surgflow.evaluation import score
+    from surgflow.evaluation.score import evaluation_of, task_names
 
     meta = RunMeta.coerce(meta)
     res = {}
-    videos = sorted(preds)
-    if all("phase" in preds[v] for v in videos):
-        res["phase"] = score.score_phase({v: preds[v]["gt_phase"] for v in videos},
-                                         {v: preds[v]["phase"] for v in videos},
-                                         meta.phase_names, fps, relaxed=relaxed, label=label,
-                                         non_causal=cheat, notes=notes)
-    if all("tools_prob" in preds[v] and "gt_tools" in preds[v] for v in videos):
-        res["tools"] = score.score_tools({v: preds[v]["gt_tools"] for v in videos},
-                                         {v: preds[v]["tools_prob"] for v in videos},
-                                         meta.tool_names, fps, label=label, non_causal=cheat,
-                                         notes=notes)
-    if all("anticipation_min" in preds[v] and "gt_anticipation" in preds[v] for v in videos):
-        res["anticipation"] = score.score_anticipation(
-            {v: preds[v]["gt_anticipation"] for v in videos},
-            {v: preds[v]["anticipation_min"] for v in videos}, meta.instruments,
-            meta.horizon, fps, label=label, non_causal=cheat, notes=notes, wmae=wmae)
+    for name in task_names():  # Task.order: scores.json and the tables keep one order
+        r = evaluation_of(name).score(preds, meta, fps, label, cheat, notes, relaxed, wmae)
+        if r is not None:
+            res[name] = r
     return res
 
 
@@ -181,7 +161,7 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     objects, for convenience), "out": dir, "json": path, "predictions": dir, "ground_truth": dir,
     "plots": [paths], "text": table, "rescore": command, "preds": predict_dataset output}."""
     from surgflow.data.store import PreparedDataset
-    from surgflow.evaluation import plots as plots_mod, score
+    from surgflow.evaluation import score
     from surgflow.outputs import check_writable_dir
     from surgflow.runs import load_model
 
@@ -237,15 +217,14 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
                                wmae=getattr(getattr(cfg, "task", None), "wmae", "per_instrument"))
     text = "\n\n".join(score.format_table(r) for r in scores.values())
     prefix = "NONCAUSAL_" if cheat else ""
-    diag = None
-    if "phase" in scores:  # pooled per-phase P/R/F1, confusion, phases never predicted on a video
-        from surgflow.evaluation.diagnostics import format_diagnostics, phase_diagnostics
-
-        diag = phase_diagnostics({v: preds[v]["gt_phase"] for v in preds},
-                                 {v: preds[v]["phase"] for v in preds}, meta.phase_names,
-                                 unit=f"{split} videos")
-        text += "\n\n" + format_diagnostics(diag, label)
-        atomic_write_text(out / f"{prefix}diagnostics.txt", format_diagnostics(diag, label) + "\n")
+    diag = None  # the phase task's: pooled per-phase P/R/F1, confusion, never-predicted phases
+    for task in scores:
+        ev = score.evaluation_of(task)
+        d = ev.diagnostics(preds, meta, unit=f"{split} videos")
+        if d is not None:
+            diag = d
+            text += "\n\n" + ev.format_diagnostics(d, label)
+            atomic_write_text(out / f"{prefix}diagnostics.txt", ev.format_diagnostics(d, label) + "\n")
     json_path = out / f"{prefix}scores.json"
     score.write_json({"run": str(run_dir), "checkpoint": checkpoint, "split": split,
                       "NON-CAUSAL": bool(cheat), "data_root": str(Path(root).resolve()),
@@ -262,18 +241,8 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     if plots:
         pdir = out / "plots"
         videos = sorted(preds)[:max_plot_videos]
-        if "phase" in scores:
-            written += plots_mod.phase_ribbons({v: preds[v]["gt_phase"] for v in videos},
-                                               {v: preds[v]["phase"] for v in videos},
-                                               meta.phase_names, pdir, fps, label, cheat)
-            written.append(plots_mod.confusion_matrix_plot(
-                np.array(scores["phase"]["confusion"]), meta.phase_names, pdir / "confusion.png",
-                label, cheat))
-        if "anticipation" in scores:
-            written += plots_mod.anticipation_curves(
-                {v: preds[v]["gt_anticipation"] for v in videos},
-                {v: preds[v]["anticipation_min"] for v in videos}, meta.instruments,
-                meta.horizon, pdir, fps, label, cheat)
+        for task, r in scores.items():
+            written += score.evaluation_of(task).plots(preds, videos, r, meta, pdir, fps, label, cheat)
     mapping = gt_dir / "mapping.txt"  # phase vocabulary for `surgflow score --phases`
     atomic_write_text(mapping, "".join(f"{i} {n}\n" for i, n in enumerate(meta.phase_names)))
     q = shlex.quote  # printed commands are pasted into a shell: paths with spaces stay one word

@@ -1,5 +1,8 @@
 """Scoring drivers shared by `surgflow score` and `surgflow eval`.
 
+Each task's evaluation (TaskEvaluation below: validation metrics, prediction files, scorer,
+table, per-video columns, diagnostics, plots) is named by its Task class (`Task.evaluation`,
+models/tasks.py) and found with `evaluation_of(name)`; callers loop over them and never name a task.
 Each driver takes {video: array} dictionaries at the evaluation fps, computes every metric family
 of its task and returns a JSON-ready dict with a `protocol` block that states what was averaged
 over what (videos, fps, class set of the macro mean, relaxed variant, the axis of every std).
@@ -9,13 +12,14 @@ dict as aligned text; with a `label` (eval passes the split name) every line sta
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from surgflow.evaluation import (anticipation_metrics, phase_metrics, relaxed as relaxed_mod,
                                  segment_metrics, tool_metrics)
-from surgflow.io_utils import SurgflowError, atomic_write_json
+from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
 
 NON_CAUSAL_NOTE = ("NON-CAUSAL: the model ran in train mode (BatchNorm used batch statistics, which "
                    "include future frames); these numbers are not valid online results")
@@ -325,7 +329,8 @@ def _pm(d: Mapping) -> str:
 
 
 def format_table(result: dict) -> str:
-    """Aligned text table of a score_* result; every line starts with `[label]` when labelled."""
+    """Aligned text table of a score_* result (the task's rows from its evaluation); every line
+    starts with `[label]` when labelled."""
     task = result["task"]
     p = result["protocol"]
     lines: list[str] = []
@@ -340,7 +345,138 @@ def format_table(result: dict) -> str:
     if "gt_fps_source" in p:
         lines.append(f"rates: evaluation {p['fps']:g} fps ({p['fps_source']}), ground truth "
                      f"{p['gt_fps']:g} fps ({p['gt_fps_source']})")
-    if task == "phase":
+    lines += evaluation_of(task).table_lines(result)
+    for note in p.get("notes", []):
+        lines.append(f"note: {note}")
+    label = result.get("label")
+    if label:
+        lines = [f"[{label}] {ln}" for ln in lines]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- per-task evaluation
+
+class TaskEvaluation:
+    """What validation, `surgflow eval` and the score tables do with one task's outputs.
+
+    `names` (below) is anything with phase_names, tool_names, instruments and horizon (a RunMeta,
+    or validation's vocabulary). A rec is one video of runner.predict_dataset: {key: array [N, ...]}.
+    Every hook answers {} / None / [] when the rec lacks its keys, so callers can ask every
+    registered task's evaluation."""
+    validation_metrics: tuple = ()  # names validation_summary computes (train.best_metric choices)
+    per_video_columns: tuple = ()  # the per-video table's metric columns (result["per_video"])
+    per_video_digits, per_video_unit = 2, "percent"
+    per_video_title = ""  # the printed per-video title ("" = per video (unit))
+
+    def predictions(self, rec: dict) -> dict:
+        """Keys derived from the decoded outputs of one video (e.g. argmax labels)."""
+        return {}
+
+    def ground_truth(self, dataset, video: str, names) -> dict:
+        """{gt key: array [N, ...]} of `video` in the prepared `dataset`."""
+        return {}
+
+    def validation_record(self, task, outputs: dict, decoded: dict, labels):
+        """One validation video's picklable record (numpy), or None; `task` the model's Task,
+        outputs/decoded [1, N, ...], labels the video's samplers.Batch."""
+        return None
+
+    def validation_summary(self, task, records: dict, names, wmae: str) -> dict:
+        """{"val/...": float} over {video: record} (every video's, in dataset order)."""
+        return {}
+
+    def validation_ribbons(self, records: dict) -> dict:
+        """{video: (gt, pred)} phase ids for the validation ribbons, or {}."""
+        return {}
+
+    def write_files(self, rec: dict, video: str, pred_dir: Path, gt_dir: Path, names) -> None:
+        """This task's prediction files (files.py formats) and ground truth at the evaluation fps."""
+
+    def score(self, preds: dict, names, fps: float, label, non_causal: bool, notes,
+              relaxed=None, wmae: str = "per_instrument") -> dict | None:
+        """A score_* result over {video: rec}, or None when the recs lack this task's keys."""
+        return None
+
+    def table_lines(self, result: dict) -> list[str]:
+        """format_table's rows of this task's result (between the header and the notes)."""
+        return []
+
+    def diagnostics(self, preds: dict, names, unit: str) -> dict | None:
+        return None
+
+    def format_diagnostics(self, diag: dict, label) -> str:
+        return ""
+
+    def plots(self, preds: dict, videos, result: dict, names, pdir: Path, fps: float, label,
+              non_causal: bool) -> list:
+        return []
+
+
+def _has(preds: Mapping, *keys: str) -> bool:
+    return bool(preds) and all(k in preds[v] for v in preds for k in keys)
+
+
+def _cols(preds: Mapping, key: str) -> dict:
+    return {v: preds[v][key] for v in sorted(preds)}
+
+
+class PhaseEvaluation(TaskEvaluation):
+    validation_metrics = ("val/accuracy", "val/f1", "val/jaccard")
+    per_video_columns = ("accuracy", "precision", "recall", "jaccard", "f1")
+
+    def predictions(self, rec):
+        return {"phase": rec["phase_prob"].argmax(-1).astype(np.int64)} if "phase_prob" in rec else {}
+
+    def ground_truth(self, dataset, video, names):
+        return {"gt_phase": np.asarray(dataset.phase(video), dtype=np.int64)}
+
+    def validation_record(self, task, outputs, decoded, labels):
+        target = task.target(labels)  # [1, N], -1 = unlabelled
+        pred = outputs[task.name].argmax(-1)  # [1, N]
+        mask = labels.valid & (target >= 0)
+        keep = labels.valid[0]
+        return {"correct": int(((pred == target) & mask).sum()), "labelled": int(mask.sum()),
+                "ids": (target[0][keep].cpu().numpy(), pred[0][keep].cpu().numpy())}
+
+    def validation_summary(self, task, records, names, wmae):
+        """val/accuracy: mean over videos of the per-video accuracy (labelled frames); val/f1,
+        val/jaccard: video-wise macro F1 and Jaccard (phase_metrics.videowise)."""
+        accs = [r["correct"] / r["labelled"] for r in records.values() if r["labelled"]]
+        if not accs:
+            return {}
+        ids = {v: r["ids"] for v, r in records.items()}
+        summary = phase_metrics.videowise({v: g for v, (g, _) in ids.items()},
+                                          {v: p for v, (_, p) in ids.items()},
+                                          len(names.phase_names))["summary"]
+        return {"val/accuracy": float(np.mean(accs)), "val/f1": summary["f1"]["mean"],
+                "val/jaccard": summary["jaccard"]["mean"]}
+
+    def validation_ribbons(self, records):
+        if not any(r["labelled"] for r in records.values()):
+            return {}  # no labelled frame: no phase metrics, no ribbons
+        return {v: r["ids"] for v, r in records.items()}
+
+    def write_files(self, rec, video, pred_dir, gt_dir, names):
+        from surgflow.evaluation import files
+
+        if "phase" in rec:  # only labelled frames (Frame = index at the evaluation fps), as the gt
+            gt = rec["gt_phase"]
+            keep = np.flatnonzero(gt >= 0)
+            for d, lab in ((pred_dir, rec["phase"]), (gt_dir, gt)):
+                rows = "".join(f"{i}\t{names.phase_names[lab[i]]}\n" for i in keep)
+                atomic_write_text(d / f"{video}{files.SUFFIX['phase']}", "Frame\tPhase\n" + rows)
+        if "phase_prob" in rec:  # every frame's probabilities, for `surgflow view` (not scored)
+            files.write_table(pred_dir / f"{video}-phase_prob.txt", rec["phase_prob"],
+                              names.phase_names, fmt="{:.3g}")
+
+    def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
+        if not _has(preds, "phase"):
+            return None
+        return score_phase(_cols(preds, "gt_phase"), _cols(preds, "phase"), names.phase_names, fps,
+                           relaxed=relaxed, label=label, non_causal=non_causal, notes=notes)
+
+    def table_lines(self, result):
+        p, lines = result["protocol"], []
         lines.append(f"macro over: {p['macro_phases']}")
         lines.append("video-wise (mean +- sample std over videos)")
         for m in phase_metrics.METRICS:
@@ -371,12 +507,107 @@ def format_table(result: dict) -> str:
                              f"frames; mean +- sample std over videos)")
                 for m in phase_metrics.METRICS:
                     lines.append(f"  {m:<10} {_pm(r['video'][m])}")
-    elif task == "tools":
+        return lines
+
+    def diagnostics(self, preds, names, unit):
+        """Pooled per-phase P/R/F1, confusion, phases never predicted on a video."""
+        if not _has(preds, "phase"):
+            return None
+        from surgflow.evaluation.diagnostics import phase_diagnostics
+
+        return phase_diagnostics({v: preds[v]["gt_phase"] for v in preds},
+                                 {v: preds[v]["phase"] for v in preds}, names.phase_names, unit=unit)
+
+    def format_diagnostics(self, diag, label):
+        from surgflow.evaluation.diagnostics import format_diagnostics
+
+        return format_diagnostics(diag, label)
+
+    def plots(self, preds, videos, result, names, pdir, fps, label, non_causal):
+        from surgflow.evaluation import plots as plots_mod
+
+        written = plots_mod.phase_ribbons({v: preds[v]["gt_phase"] for v in videos},
+                                          {v: preds[v]["phase"] for v in videos},
+                                          names.phase_names, pdir, fps, label, non_causal)
+        written.append(plots_mod.confusion_matrix_plot(
+            np.array(result["confusion"]), names.phase_names, pdir / "confusion.png", label,
+            non_causal))
+        return written
+
+
+class ToolsEvaluation(TaskEvaluation):
+    per_video_columns = ("mAP",)
+
+    def ground_truth(self, dataset, video, names):
+        tools = dataset.tools(video)
+        return {} if tools is None else {"gt_tools": np.asarray(tools, dtype=np.float32)}
+
+    def write_files(self, rec, video, pred_dir, gt_dir, names):
+        from surgflow.evaluation import files
+
+        if "tools_prob" in rec:
+            files.write_table(pred_dir / f"{video}{files.SUFFIX['tool']}", rec["tools_prob"],
+                              names.tool_names)
+        if "gt_tools" in rec and len(names.tool_names):
+            files.write_table(gt_dir / f"{video}{files.SUFFIX['tool']}", rec["gt_tools"],
+                              names.tool_names, fmt="{:.0f}")
+
+    def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
+        if not _has(preds, "tools_prob", "gt_tools"):
+            return None
+        return score_tools(_cols(preds, "gt_tools"), _cols(preds, "tools_prob"), names.tool_names,
+                           fps, label=label, non_causal=non_causal, notes=notes)
+
+    def table_lines(self, result):
+        lines = []
         lines.append("average precision per tool (frame-pooled)")
         for n, a in result["tools"].items():
             lines.append(f"  {n:<16}{_f(a)}")
         lines.append(f"  {'mAP':<16}{_f(result['mAP'])}")
-    elif task == "anticipation":
+        return lines
+
+
+class AnticipationEvaluation(TaskEvaluation):
+    validation_metrics = ("val/wMAE", "val/inMAE", "val/outMAE")
+    per_video_columns = ("inMAE", "outMAE", "wMAE", "eMAE", "pMAE", "dMAE", "mMAE", "MAE")
+    per_video_digits, per_video_unit = 3, "minutes"
+    per_video_title = "per video (minutes; anticipation: mean over instruments)"
+
+    def ground_truth(self, dataset, video, names):
+        if not names.instruments or dataset.tools(video) is None:
+            return {}
+        return {"gt_anticipation": np.asarray(
+            dataset.anticipation(video, names.horizon, names.instruments), dtype=np.float32)}
+
+    def validation_record(self, task, outputs, decoded, labels):
+        return (task.target(labels)[0].cpu().numpy(),  # [N, I] minutes
+                decoded["anticipation_min"][0].float().cpu().numpy())
+
+    def validation_summary(self, task, records, names, wmae):
+        """val/wMAE, val/inMAE, val/outMAE: frame-pooled per instrument, mean over instruments."""
+        if not records:
+            return {}
+        mean = anticipation_metrics.anticipation_scores(
+            {v: g for v, (g, _) in records.items()}, {v: p for v, (_, p) in records.items()},
+            names.instruments, task.horizon, wmae=wmae)["mean"]
+        return {"val/wMAE": mean["wMAE"], "val/inMAE": mean["inMAE"], "val/outMAE": mean["outMAE"]}
+
+    def write_files(self, rec, video, pred_dir, gt_dir, names):
+        from surgflow.evaluation import files
+
+        if "anticipation_min" in rec:
+            files.write_table(pred_dir / f"{video}{files.SUFFIX['anticipation']}",
+                              rec["anticipation_min"], names.instruments)
+
+    def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
+        if not _has(preds, "anticipation_min", "gt_anticipation"):
+            return None
+        return score_anticipation(_cols(preds, "gt_anticipation"), _cols(preds, "anticipation_min"),
+                                  names.instruments, names.horizon, fps, label=label,
+                                  non_causal=non_causal, notes=notes, wmae=wmae)
+
+    def table_lines(self, result):
+        p, lines = result["protocol"], []
         lines.append(f"horizon {p['horizon']:g} min; pooling: {p['pooling']}; minutes")
         lines.append(f"wMAE mean: {p['wmae_convention']}")
         lines.append(f"clipping: {p['clip']}; MAE = all frames with 0 < y <= h")
@@ -385,9 +616,37 @@ def format_table(result: dict) -> str:
         for n, e in result["instruments"].items():
             lines.append(f"  {n:<14}" + "".join(_f(e[m], 9, 3) for m in ms))
         lines.append(f"  {'mean':<14}" + "".join(_f(result["mean"][m], 9, 3) for m in ms))
-    for note in p.get("notes", []):
-        lines.append(f"note: {note}")
-    label = result.get("label")
-    if label:
-        lines = [f"[{label}] {ln}" for ln in lines]
-    return "\n".join(lines)
+        return lines
+
+    def plots(self, preds, videos, result, names, pdir, fps, label, non_causal):
+        from surgflow.evaluation import plots as plots_mod
+
+        return plots_mod.anticipation_curves({v: preds[v]["gt_anticipation"] for v in videos},
+                                             {v: preds[v]["anticipation_min"] for v in videos},
+                                             names.instruments, names.horizon, pdir, fps, label,
+                                             non_causal)
+
+
+PHASE, TOOLS, ANTICIPATION = PhaseEvaluation(), ToolsEvaluation(), AnticipationEvaluation()
+
+
+def evaluation_of(name: str) -> TaskEvaluation:
+    """The evaluation of registered task `name` (its class's `evaluation`: an object or a
+    "module:attribute" string, imported here because models/ must not import evaluation/)."""
+    import importlib
+
+    from surgflow.registry import TASKS
+
+    ev = TASKS.get(name).evaluation
+    if isinstance(ev, str):
+        module, _, attr = ev.partition(":")
+        ev = getattr(importlib.import_module(module), attr)
+    return ev if ev is not None else TaskEvaluation()
+
+
+def task_names() -> list[str]:
+    """Every registered task, by Task.order (phase, tools, anticipation, then plugins)."""
+    from surgflow.models.tasks import ordered
+    from surgflow.registry import TASKS
+
+    return ordered(TASKS.names())

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from surgflow.runs import load_checkpoint, resolve_checkpoint_path
+from surgflow.checkpoint_io import load_checkpoint
+from surgflow.runs import resolve_checkpoint_path
 
 SKIPPED = ("per_video", "confusion", "confusions", "notes", "protocol")  # tables, not curves
 

@@ -238,7 +238,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
                                              label=row_title(r), non_causal=ROWS[r][1]):
             L += [f"![anticipation {r}]({rep.relpath(png, out)})", ""]
     L += _viewer_section(out, seeds[0])
-    L += ["## BatchNorm audit", "", f"Each model's first seed, `surgflow audit` checks.", ""]
+    L += ["## BatchNorm audit", "", "Each model's first seed, `surgflow audit` checks.", ""]
     for key, a in audits.items():
         L.append(f"### {MODELS[key][1]} ({s.backbone}, norm {MODELS[key][0]}): {'LEAKS' if a.leaks else 'passes'}")
         L.append("")

@@ -258,7 +258,9 @@ def _read_state_dict(path: Path) -> dict:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            from surgflow.checkpoint_io import weights_only_load  # every .pt read goes there
+
+            sd = weights_only_load(path)
     except Exception as e:  # corrupt file, pickle with code, ...
         raise SurgflowError(f"model.pretrained: cannot read weights file {path}: {e}") from e
     for key in ("state_dict", "model", "state_dict_ema"):  # common checkpoint wrappers

@@ -7,6 +7,12 @@
                   SmoothL1(reg, y/h) + task.anticipation_ce_weight x CE(cls, {0 present,
                   1 outside horizon, 2 inside horizon}), both summed over instruments
 Every loss is averaged over valid frames only (batch.valid False = padding).
+
+A task is a plugin: its class says which dataset labels it needs (`check_dataset`), its target
+(`target`), its layers, loss and decoding, and names its evaluation (`evaluation`: validation
+metrics, prediction files, scorer, tables; the built-in ones are TaskEvaluations in
+evaluation/score.py). Callers loop over the configured tasks (`ordered`) and never name one. A task
+holds its own settings (horizon, weights): no method reads the Config.
 """
 from __future__ import annotations
 
@@ -50,20 +56,66 @@ def _masked_mean(per_frame: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 class Task(nn.Module):
     """Registered tasks build with `from_config(in_dim, cfg, num_phases=, num_tools=,
-    num_instruments=, phase_counts=None)` (cfg: surgflow.config.Config; each reads what it needs)."""
+    num_instruments=, phase_counts=None)` (cfg: surgflow.config.Config; each reads its own
+    `task` settings there and keeps them)."""
     name: str
     output_keys: tuple
+    # The task's evaluation (validation metrics, prediction files, scorer, tables): an object, or
+    # "module:attribute" resolved on first use, so this layer does not import surgflow.evaluation.
+    evaluation: object = None
+    # True where a frame's target depends on later frames (BatchNorm can leak them: guards.py)
+    target_reads_future: bool = False
+    # where the task's scores, metrics and files come among the others (then by name)
+    order: int = 100
 
-    def loss(self, outputs: dict, batch, cfg) -> dict:
+    @classmethod
+    def check_dataset(cls, task_cfg, ds, where: str) -> dict:
+        """Raise SurgflowError when `ds` lacks the labels this task needs (task_cfg: the Config's
+        `task` section); returns what the sampler must load for it ({"instruments": [...]})."""
+        return {}
+
+    def target(self, batch) -> torch.Tensor:
+        """This task's target of a samplers.Batch ([B, T, ...])."""
+        return _field(batch, self.name)
+
+    def loss_denominator(self, batch) -> float:
+        """What the loss averages over (DDP weights ranks by it): the valid frames."""
+        return float(_field(batch, "valid").sum())
+
+    def loss(self, outputs: dict, batch, cfg=None) -> dict:
+        """{self.name: loss to add, other names: detached logs}; cfg is ignored (the task keeps
+        its settings) and accepted for callers that still pass it."""
         raise NotImplementedError
 
     def decode(self, outputs: dict) -> dict:
         raise NotImplementedError
 
 
+def ordered(names) -> list[str]:
+    """`names` by Task.order, then name (phase, tools, anticipation, then plugins): scores,
+    metrics and files keep one order whatever the config lists first."""
+    return sorted(names, key=lambda n: (TASKS.get(n).order, n))
+
+
+def check_task_labels(tasks, task_cfg, ds, where: str) -> list[str]:
+    """Each task needs labels the dataset has (an error names the task and the missing labels);
+    returns the anticipation instruments the sampler must load ([] when no task needs any)."""
+    needs: dict = {}
+    for name in ordered(tasks):
+        needs.update(TASKS.get(name).check_dataset(task_cfg, ds, where))
+    return list(needs.get("instruments", []))
+
+
 @TASKS.register("phase")
 class PhaseTask(Task):
-    name, output_keys = "phase", ("phase",)
+    name, output_keys, order = "phase", ("phase",), 0
+    evaluation = "surgflow.evaluation.score:PHASE"
+
+    @classmethod
+    def check_dataset(cls, task_cfg, ds, where):
+        if not ds.phase_names:
+            raise SurgflowError(f"task.tasks: 'phase' needs phase labels but {where} has none")
+        return {}
 
     def __init__(self, in_dim: int, num_phases: int, weights: Optional[Sequence[float]] = None):
         super().__init__()
@@ -88,9 +140,9 @@ class PhaseTask(Task):
     def forward(self, h):  # h [B, T, H]
         return {"phase": self.fc(h)}  # [B, T, P]
 
-    def loss(self, outputs, batch, cfg):
+    def loss(self, outputs, batch, cfg=None):
         logits = outputs["phase"].float()  # [B, T, P]
-        target = _field(batch, "phase").to(logits.device)  # [B, T]
+        target = self.target(batch).to(logits.device)  # [B, T]
         valid = _field(batch, "valid").to(logits.device)
         target = torch.where(valid, target, torch.full_like(target, IGNORE_INDEX))
         w = self.class_weights.to(logits.device)
@@ -100,13 +152,28 @@ class PhaseTask(Task):
         denom = w[target.flatten().clamp_min(0)][labelled].sum()  # weighted mean as in PyTorch
         return {"phase": ce / denom.clamp_min(1e-12)}
 
+    def loss_denominator(self, batch) -> float:
+        """The class weights of the labelled valid frames (weighted cross-entropy's mean)."""
+        valid = _field(batch, "valid")
+        target = self.target(batch).to(valid.device)
+        labelled = valid & (target >= 0)
+        return float(self.class_weights.to(valid.device)[target[labelled]].double().sum())
+
     def decode(self, outputs):
         return {"phase_prob": outputs["phase"].float().softmax(-1)}
 
 
 @TASKS.register("tools")
 class ToolsTask(Task):
-    name, output_keys = "tools", ("tools",)
+    name, output_keys, order = "tools", ("tools",), 1
+    evaluation = "surgflow.evaluation.score:TOOLS"
+
+    @classmethod
+    def check_dataset(cls, task_cfg, ds, where):
+        if not ds.tool_names:
+            raise SurgflowError(f"task.tasks: 'tools' needs tool labels but {where} has none "
+                                f"(tool_names is empty); remove 'tools' from task.tasks")
+        return {}
 
     def __init__(self, in_dim: int, num_tools: int):
         super().__init__()
@@ -122,9 +189,9 @@ class ToolsTask(Task):
     def forward(self, h):
         return {"tools": self.fc(h)}  # [B, T, K]
 
-    def loss(self, outputs, batch, cfg):
+    def loss(self, outputs, batch, cfg=None):
         logits = outputs["tools"].float()
-        target = _field(batch, "tools").to(logits.device, torch.float32)  # [B, T, K]
+        target = self.target(batch).to(logits.device, torch.float32)  # [B, T, K]
         valid = _field(batch, "valid").to(logits.device)
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)  # [B, T]
         return {"tools": _masked_mean(bce, valid)}
@@ -135,7 +202,20 @@ class ToolsTask(Task):
 
 @TASKS.register("anticipation")
 class AnticipationTask(Task):
-    name, output_keys = "anticipation", ("anticipation", "anticipation_cls")
+    name, output_keys, order = "anticipation", ("anticipation", "anticipation_cls"), 2
+    evaluation = "surgflow.evaluation.score:ANTICIPATION"
+    target_reads_future = True  # minutes until the next use: the future's labels
+
+    @classmethod
+    def check_dataset(cls, task_cfg, ds, where):
+        if not ds.tool_names:
+            raise SurgflowError(f"task.tasks: 'anticipation' needs tool-presence labels but {where} "
+                                f"has none (tool_names is empty)")
+        missing = [i for i in task_cfg.instruments if i not in ds.tool_names]
+        if missing or not task_cfg.instruments:
+            raise SurgflowError(f"task.instruments: {missing or '[]'} not among the tools of {where} "
+                                f"({', '.join(ds.tool_names)}); choose a non-empty subset")
+        return {"instruments": list(task_cfg.instruments)}
 
     def __init__(self, in_dim: int, num_instruments: int, horizon: float, ce_weight: float = 0.01):
         super().__init__()
@@ -165,12 +245,11 @@ class AnticipationTask(Task):
         cls[minutes <= 0] = 0
         return cls
 
-    def loss(self, outputs, batch, cfg):
-        h = float(cfg.task.horizon) if cfg is not None else self.horizon
-        ce_weight = float(cfg.task.anticipation_ce_weight) if cfg is not None else self.ce_weight
+    def loss(self, outputs, batch, cfg=None):
+        h, ce_weight = self.horizon, self.ce_weight  # built from task.horizon / anticipation_ce_weight
         reg = outputs["anticipation"].float()  # [B, T, I]
         cls_logits = outputs["anticipation_cls"].float()  # [B, T, I, 3]
-        minutes = _field(batch, "anticipation").to(reg.device, torch.float32)  # [B, T, I]
+        minutes = self.target(batch).to(reg.device, torch.float32)  # [B, T, I]
         valid = _field(batch, "valid").to(reg.device)
         target = (minutes / h).clamp(0, 1)
         l_reg = F.smooth_l1_loss(reg, target, reduction="none").sum(-1)  # [B, T]

@@ -1,20 +1,28 @@
-"""Training's side of checkpoints: what may change on --resume, and the carried state's transport.
+"""A run's checkpoints (checkpoints/last.pt and best.pt): what they hold, when they are written,
+how a run resumes, and what may change on --resume.
 
-The checkpoint file itself (save/load with weights_only=True, load_model, RunMeta) lives in
-surgflow/runs.py, shared with evaluation and online prediction; it is re-exported here.
-Extension (resume): `carry` (per rank: the carried temporal state at save time, or None),
-`strategy` (state dict of strategy-owned modules, e.g. the two-stage frame classifier),
-`world_size`.
+    checkpoints/last.pt   every train.checkpoint_every steps and at each epoch end (atomic)
+    checkpoints/best.pt   best by train.best_metric on the validation subset
+
+A checkpoint holds the state dict of every registered component (model, optimizer, lr scheduler,
+the EMA weights), the run's TrainState (training/state.py: progress counters and best once, per
+rank the RNG states, the strategy state with its carried LSTM/TCN state and the running epoch
+statistics), so a resumed run continues bit for bit on CPU. The files are read and written by
+surgflow/checkpoint_io.py (weights_only=True), the one module that touches checkpoint files.
+The carried state's transport to and from the CPU is here too (strategies use it).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 
-# re-exported for training code and older imports; the file format's home is surgflow/runs.py
-from surgflow.runs import (best_problem, load_checkpoint, load_model, peek_checkpoint,  # noqa: F401
-                           repair_best, resolve_checkpoint_path, save_checkpoint, shape_mismatches)
+from surgflow.checkpoint_io import load_checkpoint, peek_checkpoint, save_checkpoint
+from surgflow.config import Config, to_dict
+from surgflow.io_utils import SurgflowError
+from surgflow.training.runtime import Runtime
+from surgflow.training.state import PER_RANK_KEYS, SHARED_KEYS, TrainState
 
 # Keys that may change between an interrupted run and its --resume.
 RESUME_MUTABLE = {
@@ -75,3 +83,88 @@ def carried_to_device(state: Optional[Any], device) -> Optional[Any]:
     if isinstance(state, dict):
         return {k: carried_to_device(v, device) for k, v in state.items()}
     return state
+
+
+class CheckpointManager:
+    def __init__(self, out: Path, cfg: Config, rt: Runtime, log: Callable[[str], None]):
+        self.out, self.cfg, self.rt, self.log = Path(out), cfg, rt, log
+        self.dir = self.out / "checkpoints"
+        self.last_path, self.best_path = self.dir / "last.pt", self.dir / "best.pt"
+        self.components: dict = {}  # name -> object with state_dict()/load_state_dict()
+        self.state: Optional[TrainState] = None
+        self.meta: dict = {}
+        self.data: dict = {}  # {subset: {video: checksum}} of the videos trained and validated on
+
+    def refuse_existing_run(self, resume: bool) -> None:
+        if not resume and self.last_path.exists():
+            raise SurgflowError(f"{self.out} already holds a run ({self.last_path}); pass --resume to "
+                                f"continue it, or choose another --out")
+
+    def track(self, state: TrainState, meta: dict, data: Optional[dict] = None,
+              **components) -> None:
+        """What goes into a checkpoint: `components` by name, the run's TrainState (its per-rank
+        keys gathered from every rank), `meta` and `data` ({subset: {video: manifest checksum}}:
+        a resume on re-prepared data is caught)."""
+        self.state, self.meta = state, meta
+        self.data = dict(data or {})
+        self.components.update(components)
+
+    # ---- save ----
+    def checkpoint(self) -> dict:
+        """The checkpoint dict (collective: every rank's TrainState part is gathered)."""
+        mine = self.state.state_dict()
+        ranks = self.rt.gather_object({k: mine[k] for k in PER_RANK_KEYS})
+        ckpt = {"config": to_dict(self.cfg)}
+        ckpt.update({name: c.state_dict() for name, c in self.components.items()})
+        ckpt.update({k: mine[k] for k in SHARED_KEYS})
+        ckpt.update({k: [r[k] for r in ranks] for k in PER_RANK_KEYS})
+        ckpt.update(world_size=self.rt.world_size, meta=self.meta, data=self.data)
+        return ckpt
+
+    def save(self, best: bool = False) -> None:
+        """last.pt (and best.pt when `best`); collective: every rank calls it."""
+        ckpt = self.checkpoint()
+        if self.rt.is_main:
+            save_checkpoint(self.last_path, ckpt)
+            if best:
+                save_checkpoint(self.best_path, ckpt)
+
+    # ---- resume ----
+    def read_last(self, mmap: bool = True) -> dict:
+        """last.pt for --resume (mmap: records only); an unreadable file is a SurgflowError that
+        names the file and the ways on."""
+        try:
+            return peek_checkpoint(self.last_path) if mmap else load_checkpoint(self.last_path)
+        except SurgflowError as e:
+            raise SurgflowError(
+                f"--resume: {e}. If it was copied or synced, copy it again (an interrupted copy "
+                f"leaves it empty or truncated); otherwise start the run over: delete {self.dir} "
+                f"(its progress is lost) or train into another --out") from None
+
+    def restore(self) -> bool:
+        """Load last.pt into the tracked components and this rank's part into the TrainState.
+        False when there is nothing to resume."""
+        if not self.last_path.exists():
+            self.log(f"--resume: no checkpoint in {self.dir}; starting a new run")
+            return False
+        ckpt = self.read_last(mmap=False)
+        diffs = config_differences(ckpt["config"], to_dict(self.cfg), defaults=to_dict(Config()))
+        if diffs:
+            raise SurgflowError(f"--resume: {self.last_path} was written by a different config; "
+                                f"differing keys: {'; '.join(diffs)}. Resume with the run's own "
+                                f"config ({self.out / 'config.yaml'}) or start a new --out")
+        for name, c in self.components.items():
+            if name in ckpt:
+                c.load_state_dict(ckpt[name])
+        mine = {k: ckpt.get(k) for k in SHARED_KEYS}
+        if ckpt.get("world_size", 1) == self.rt.world_size:
+            r = self.rt.rank
+            mine.update(rng=ckpt["rng"][r], strategy=ckpt["strategy"][r],
+                        running=(ckpt.get("running") or [None] * (r + 1))[r])
+        else:
+            self.log(f"--resume: checkpoint from {ckpt.get('world_size')} process(es), now "
+                     f"{self.rt.world_size}: RNG streams and carried states restart (not bit-exact)")
+            mine.update(rng=None, running=None,
+                        strategy={k: v for k, v in ckpt["strategy"][0].items() if k != "carry"})
+        self.state.load_state_dict(mine)
+        return True

@@ -1,7 +1,7 @@
 """Audit of the training input path (issue 9): the leaks a model audit on random tensors cannot see.
 
-Given a config, the sampler, augmentation, precision and model are built as `surgflow train` builds
-them (build_model, build_augment, build_strategy on the config's training subset); batches come from
+Given a config, the sampler, augmentation, precision and model are built by `surgflow train`'s own
+builder (training/build.py: build_training, with random weights); batches come from
 the strategy's own sampler, and outputs from the strategy's own training forward (uint8 -> float,
 augmentation, autocast, model in train mode). Two perturbations of the RAW frames, before the
 augmentation, each compared with the same random draws (augmentation generator and torch RNG):
@@ -30,43 +30,29 @@ FIX_MODEL_PATH = ("see the model findings above: a BatchNorm in train mode or a 
                   "ahead; for padding, offline heads must mask a lane's padding (valid)")
 
 
-def build_training_path(cfg, augment: Union[str, Callable, None] = "config", seed: int = 0):
-    """(strategy, dataset) as `surgflow train` builds them, with random weights. augment: "config"
-    (the config's own: build_augment), None (off) or any callable like ClipAugment."""
+def build_training_path(cfg, augment: Union[str, Callable, None] = "config"):
+    """The strategy of `surgflow train` for `cfg` (training/build.py: the trainer's own builder),
+    with random weights. augment: "config" (the config's own: build_augment), None (off) or any
+    callable like ClipAugment."""
     from pathlib import Path
 
-    from surgflow.data.augment import build_augment
-    from surgflow.data.store import PreparedDataset
-    from surgflow.models.model import build_model
+    from surgflow.training import build
     from surgflow.training.runtime import setup_runtime
-    from surgflow.training.strategies import TrainContext, build_strategy
-    from surgflow.training.trainer import check_tasks
 
     if not cfg.data.root or not (Path(cfg.data.root) / "manifest.json").is_file():
         raise SurgflowError(f"data.root: '{cfg.data.root}' is not a dataset written by `surgflow "
                             "prepare`; the input-path audit reads the training batches from it "
                             "(prepare one, or pass --set data.root=DIR)")
-    ds = PreparedDataset(cfg.data.root, split=cfg.data.split)
-    train_ds = ds.subset(cfg.data.train_subset)
-    instruments = check_tasks(cfg, ds)
-    rt = setup_runtime(cfg)
-    counts = train_ds.phase_counts() if "phase" in cfg.task.tasks else None
-    model = build_model(cfg, num_phases=len(ds.phase_names), num_tools=len(ds.tool_names),
-                        num_instruments=len(instruments), phase_counts=counts, size=tuple(ds.size),
-                        load_pretrained=False)  # random weights: the leaks are structural
-    model = rt.prepare_model(model).train()
-    aug = build_augment(cfg) if augment == "config" else augment
-    ctx = TrainContext(cfg=cfg, rt=rt, model=model, train_ds=train_ds, instruments=instruments,
-                       augment=aug, generator=torch.Generator().manual_seed(seed),
-                       log=lambda msg: None)
-    return build_strategy(ctx), train_ds
+    # random weights: the leaks are structural
+    parts = build.build_training(cfg, setup_runtime(cfg), augment=augment, load_pretrained=False)
+    return parts.strategy
 
 
 def _padded_step(sampler) -> Optional[int]:
     """A step of epoch 0 where a lane ends its video inside the chunk; preferably one where that
     padding survives trim_padding (another lane has more valid frames), as it then reaches the model."""
     T, first = sampler.seq_len, None
-    for i, (entries, _) in enumerate(sampler._plan(0)):
+    for i, (entries, _) in enumerate(sampler.plan(0)):
         n = [min(T, sampler.lengths[v] - s) if v else 0 for v, s in entries]  # valid frames per lane
         if any(0 < k < T for k in n):
             if any(0 < k < max(n) for k in n):
@@ -105,7 +91,7 @@ def audit_input_path(cfg, augment: Union[str, Callable, None] = "config", draws:
 
     from surgflow.training.strategies import trim_padding
 
-    strategy, _ = build_training_path(cfg, augment, seed)
+    strategy = build_training_path(cfg, augment)
     name = cfg.train.strategy
     if name == "two_stage":
         return [Finding("input_path", "train", 0.0, 0.0, False,

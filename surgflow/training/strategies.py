@@ -71,16 +71,10 @@ def valid_frames(batch) -> int:
 
 
 def loss_denominator(task, batch) -> float:
-    """What `task`'s loss on `batch` is a mean over (models/tasks.py): for a class-weighted
-    cross-entropy (phase) the class weights of its labelled valid frames, else the valid frames."""
-    labels = getattr(batch, "labels", batch)
-    valid = labels.valid
-    weights = getattr(task, "class_weights", None)
-    if weights is None:
-        return float(valid.sum())
-    target = labels.phase.to(valid.device)
-    labelled = valid & (target >= 0)
-    return float(weights.to(valid.device)[target[labelled]].double().sum())
+    """What `task`'s loss on `batch` is a mean over (Task.loss_denominator, models/tasks.py): for a
+    class-weighted cross-entropy (phase) the class weights of its labelled valid frames, else the
+    valid frames. A FeatureBatch holds them in labels."""
+    return task.loss_denominator(getattr(batch, "labels", batch))
 
 
 def rank_weighted_loss(model, outputs: dict, batch, cfg, rt):
@@ -321,8 +315,9 @@ class FullContext(Strategy):
 
 
 class FrameClassifier(nn.Module):
-    """Stage 1 of two_stage: linear task outputs on single-frame CNN features, same output keys
-    as the model's task layers, so the model's own losses (and phase weights) apply."""
+    """Stage 1 of two_stage: each task's own layers and forward on single-frame CNN features, with
+    fresh linear layers of input D in place of its linear layers (same output keys as the model's
+    task layers, so the model's own losses and phase weights apply)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -332,22 +327,15 @@ class FrameClassifier(nn.Module):
             for key, lin in task.named_children():  # fc / reg / cls linear layers of the task
                 if isinstance(lin, nn.Linear):
                     self.layers[f"{name}__{key}"] = nn.Linear(D, lin.out_features)
-        self.shapes = {name: getattr(task, "num_instruments", None) for name, task in model.tasks.items()}
+        self._tasks = dict(model.tasks)  # not submodules: the model owns them (not in this state_dict)
 
     def forward(self, f: torch.Tensor) -> dict:  # f [B, T, D]
         out = {}
-        for key, lin in self.layers.items():
-            task, part = key.split("__")
-            y = lin(f)
-            if task == "phase":
-                out["phase"] = y
-            elif task == "tools":
-                out["tools"] = y
-            elif part == "reg":
-                out["anticipation"] = y
-            else:
-                B, T, _ = y.shape
-                out["anticipation_cls"] = y.view(B, T, self.shapes[task], 3)
+        for name, task in self._tasks.items():
+            weights = {f"{key}.{p}": getattr(lin, p) for k, lin in self.layers.items()
+                       for task_name, key in [k.split("__")] if task_name == name
+                       for p in ("weight", "bias")}
+            out.update(torch.func.functional_call(task, weights, (f,), strict=False))
         return out
 
 

@@ -3,14 +3,17 @@
 Run dir (docs/ARCHITECTURE.md, "Runs and checkpoints"):
     config.yaml            resolved config
     log.txt, metrics.csv, tb/   written by training/metrics_log.py (MetricsLogger)
-    checkpoints/           last.pt and best.pt, written by training/checkpoint_manager.py;
+    checkpoints/           last.pt and best.pt, written by training/checkpoint.py;
                            best.pt is chosen on the VALIDATION subset (never test); without a
                            validation subset best.pt = last.pt (the log says so)
 
-Exact resume: a checkpoint holds the weights, optimiser, epoch / step-in-epoch (the sampler skips
-to it without reading frames), every RNG (torch, numpy, python, augmentation generator) and the
-carried temporal state of every rank, so on CPU with train.deterministic an interrupted and resumed
-run ends with the same weights as an uninterrupted one.
+What it trains is built by training/build.py (build_training: data, model, augmentation,
+strategy), the same parts the input-path audit checks. Exact resume: a checkpoint holds the
+weights, optimiser and schedule, and the run's TrainState (training/state.py: epoch /
+step-in-epoch (the sampler skips to it without reading frames), best, every RNG (torch, numpy,
+python, augmentation generator), the running epoch statistics and the carried temporal state of
+every rank), so on CPU with train.deterministic an interrupted and resumed run ends with the same
+weights as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -30,41 +33,15 @@ from surgflow.config import Config, from_dict, to_dict, to_yaml
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
 from surgflow.outputs import (FolderLock, check_writable_dir, disk_full_error, is_disk_full,
                               remove_partial_writes)
-from surgflow.runs import RunMeta, repair_best, shape_mismatches
-from surgflow.training.checkpoint_manager import CheckpointManager
+from surgflow.checkpoint_io import repair_best
+from surgflow.runs import RunMeta, shape_mismatches
+from surgflow.training import build  # build.build_training: what trains (the audit's too)
+from surgflow.training.checkpoint import CheckpointManager
 from surgflow.training.metrics_log import MetricsLogger
-from surgflow.training.runtime import (Runtime, clip_gradients, make_optimizer, param_groups,
-                                      setup_runtime)
+from surgflow.training.runtime import clip_gradients, make_optimizer, param_groups, setup_runtime
 from surgflow.training.schedules import make_scheduler
-from surgflow.training.strategies import TrainContext, build_strategy
+from surgflow.training.state import TrainState
 from surgflow.training.validation import lower_is_better, validate, validation_metrics
-
-
-def check_tasks(cfg: Config, ds) -> list[str]:
-    """Each task needs labels the dataset has; returns the anticipation instruments ([] if off)."""
-    tasks = cfg.task.tasks
-    where = f"dataset {cfg.data.root}"
-    if "phase" in tasks and not ds.phase_names:
-        raise SurgflowError(f"task.tasks: 'phase' needs phase labels but {where} has none")
-    if "tools" in tasks and not ds.tool_names:
-        raise SurgflowError(f"task.tasks: 'tools' needs tool labels but {where} has none "
-                            f"(tool_names is empty); remove 'tools' from task.tasks")
-    if "anticipation" not in tasks:
-        return []
-    if not ds.tool_names:
-        raise SurgflowError(f"task.tasks: 'anticipation' needs tool-presence labels but {where} "
-                            f"has none (tool_names is empty)")
-    missing = [i for i in cfg.task.instruments if i not in ds.tool_names]
-    if missing or not cfg.task.instruments:
-        raise SurgflowError(f"task.instruments: {missing or '[]'} not among the tools of {where} "
-                            f"({', '.join(ds.tool_names)}); choose a non-empty subset")
-    return list(cfg.task.instruments)
-
-
-def _new_running() -> dict:
-    """An epoch's running statistics (saved per rank in checkpoints): loss sums weighted by valid
-    frames, the frames, the gradient-norm sum and the steps."""
-    return {"sums": {}, "frames": 0, "grad_norm": 0.0, "n": 0}
 
 
 class Trainer:
@@ -121,25 +98,17 @@ class Trainer:
         rt.barrier()
         self.log(f"surgflow train -> {self.out} (rank 0 of {rt.world_size}, device {rt.device}, "
                  f"{cfg.train.precision}, strategy {cfg.train.strategy})")
-        self._setup_data()
-        self._setup_model()
-
-        # strategy, augmentation, optimiser
-        from surgflow.data.augment import build_augment
-
-        augment = build_augment(cfg)
-        self.generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + 17 + rt.rank)
-        self.ctx = TrainContext(cfg=cfg, rt=rt, model=self.model, train_ds=self.train_ds,
-                                instruments=self.instruments, augment=augment,
-                                generator=self.generator, log=self.log)
-        self.strategy = build_strategy(self.ctx)
+        parts = build.build_training(cfg, rt, log=self.log)
+        known = validation_metrics(cfg.task.tasks)
+        if cfg.train.best_metric not in known:
+            raise SurgflowError(f"train.best_metric: '{cfg.train.best_metric}' is not computed for "
+                                f"tasks {cfg.task.tasks}; choose one of {', '.join(known)}")
+        self.parts = parts
+        self.ds, self.train_ds, self.val_ds = parts.ds, parts.train_ds, parts.val_ds
+        self.instruments, self.model, self.generator = parts.instruments, parts.model, parts.generator
+        self.ctx, self.strategy = parts.ctx, parts.strategy
+        self.params, self.agc_params = parts.params, parts.agc_params
         extra = self.strategy.extra_module()
-        trained = torch.nn.ModuleList([self.model] + ([extra] if extra is not None else []))
-        self.params = [p for p in trained.parameters() if p.requires_grad]
-        # AGC skips the output layers (task layers, the two-stage frame classifier) as timm does
-        outputs = {id(p) for p in self.model.tasks.parameters()}
-        outputs |= {id(p) for p in (extra.parameters() if extra is not None else [])}
-        self.agc_params = [p for p in self.params if id(p) not in outputs]
         if not self.uses_ddp:
             rt.broadcast_parameters(self.model)
             if extra is not None:
@@ -148,87 +117,24 @@ class Trainer:
         # averaged weights for validation, best.pt and eval; warmup: early on the average
         # follows the weights closely (decay (1 + step) / (10 + step) until it reaches ema_decay)
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=True) if t.ema_decay else None
-        self.optimizer = make_optimizer(param_groups(trained, t), t)
+        self.optimizer = make_optimizer(param_groups(parts.trained, t), t)
         # the schedule spans every epoch's steps (not max_steps, which a resume may change)
         self.total_steps = sum(self.strategy.steps_per_epoch(e) for e in range(t.epochs))
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, t)
-        ds = self.ds
-        self.meta = RunMeta.from_training(ds, cfg, self.model, self.instruments)
-        self.ckpt.track(self.strategy, {"augment": self.generator}, self.meta.to_dict(),
-                        running=lambda: {**self._running, "sums": dict(self._running["sums"])},
-                        data=self._data_record(), model=self.model, optimizer=self.optimizer,
-                        scheduler=self.scheduler, **({"ema": self.ema.module} if self.ema else {}))
-        # progress counters
-        self.epoch, self.step_in_epoch, self.step = 0, 0, 0
-        # recent: the last train.best_window validation values (their mean selects best.pt)
-        self.best = {"metric": t.best_metric, "value": None, "epoch": None, "step": None,
-                     "recent": []}
-        self._pending: Optional[dict] = None  # strategy state restored at the first epoch start
-        self._running: dict = _new_running()
-        self._resumed_running: Optional[dict] = None
-        self._restored_row: Optional[dict] = None  # the metrics row last.pt keeps
+        self.meta = RunMeta.from_training(self.ds, cfg, self.model, self.instruments)
+        # progress, best, running statistics, RNGs, the strategy's carried state: one object
+        self.state = TrainState(self.strategy, {"augment": self.generator}, t.best_metric)
+        self.ckpt.track(self.state, self.meta.to_dict(), data=self._data_record(),
+                        model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                        **({"ema": self.ema.module} if self.ema else {}))
         self._signal: Optional[int] = None  # SIGTERM/SIGINT received: checkpoint and stop
         if self.resume:
             self._load_resume()
         if rt.is_main:
             atomic_write_text(self.out / "config.yaml", to_yaml(cfg))
-        self.metrics.open_tensorboard(purge_step=self.step if self.resume else None)
+        self.metrics.open_tensorboard(purge_step=self.state.step if self.resume else None)
         self.metrics.config(to_dict(cfg), to_yaml(cfg), validation_metrics(cfg.task.tasks))
         self._restore_row()
-
-    def _setup_data(self) -> None:
-        from surgflow.data.store import PreparedDataset
-
-        cfg = self.cfg
-        if not cfg.data.root:
-            raise SurgflowError("data.root: not set; point it to a dataset written by `surgflow prepare`")
-        # notes (videos prepare could not do, and why) go to the log, not only to stderr
-        ds = PreparedDataset(cfg.data.root, split=cfg.data.split,
-                             log=lambda note: self.log(f"WARNING: {note}"))
-        self.train_ds = ds.subset(cfg.data.train_subset)
-        if not self.train_ds.videos:
-            raise SurgflowError(f"data.split '{cfg.data.split}': the '{cfg.data.train_subset}' subset "
-                                f"of {cfg.data.root} has no videos")
-        self.val_ds = None
-        if cfg.data.val_subset:
-            try:
-                val = ds.subset(cfg.data.val_subset)
-                self.val_ds = val if val.videos else None
-            except SurgflowError:
-                self.val_ds = None
-        self.instruments = check_tasks(cfg, ds)
-        known = validation_metrics(cfg.task.tasks)
-        if cfg.train.best_metric not in known:
-            raise SurgflowError(f"train.best_metric: '{cfg.train.best_metric}' is not computed for "
-                                f"tasks {cfg.task.tasks}; choose one of {', '.join(known)}")
-        self.ds = ds
-        self.log(f"data: {cfg.data.root} split {cfg.data.split}: {len(self.train_ds.videos)} train "
-                 f"videos, {len(self.val_ds.videos) if self.val_ds else 0} validation videos")
-        if self.val_ds is None:
-            self.log(f"no validation subset in split '{cfg.data.split}': best.pt = last.pt "
-                     f"(checkpoints are never selected on test)")
-
-    def _setup_model(self) -> None:
-        """The model, seeded identically on every rank."""
-        from surgflow.audit.guards import bn_pitfall_warning
-        from surgflow.models.model import build_model
-
-        cfg, rt, ds = self.cfg, self.rt, self.ds
-        counts = self.train_ds.phase_counts() if "phase" in cfg.task.tasks else None
-        model = build_model(cfg, num_phases=len(ds.phase_names), num_tools=len(ds.tool_names),
-                            num_instruments=len(self.instruments), phase_counts=counts,
-                            size=tuple(ds.size))
-        self.model = rt.prepare_model(model)
-        self.model.train()
-        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        n_all = sum(p.numel() for p in self.model.parameters())
-        self.log(f"model: {cfg.model.backbone} ({cfg.model.norm}) + {cfg.model.head}, tasks "
-                 f"{cfg.task.tasks}; {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable")
-        warning = bn_pitfall_warning(self.model, cfg)
-        if warning:
-            self.log(f"WARNING: {warning}")
-        for note in rt.notes:
-            self.log(note)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -240,15 +146,11 @@ class Trainer:
         return self.strategy.uses_ddp_forward
 
     # ---------------------------------------------------------------- checkpoints
-    def _progress(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-                "best": dict(self.best)}
-
-    def save(self, best: bool = False, row: Optional[dict] = None) -> None:
-        """last.pt (and best.pt); `row`: the epoch's metrics row, kept in the checkpoint so that
-        a stop between the checkpoint and metrics.csv loses nothing (restored on --resume)."""
+    def save(self, best: bool = False) -> None:
+        """last.pt (and best.pt) at the state's position; with it the position's metrics row
+        (state.metrics_row), so a stop between the checkpoint and metrics.csv loses nothing."""
         # collective: all ranks call it
-        self.ckpt.save({**self._progress(), "metrics_row": row}, best=best)
+        self.ckpt.save(best=best)
 
     def _data_record(self) -> dict:
         """{subset: {video: manifest checksum}} of the training and validation videos."""
@@ -303,7 +205,7 @@ class Trainer:
     def _load_resume(self) -> None:
         self._check_resume_data()
         try:
-            progress = self.ckpt.restore()
+            restored = self.ckpt.restore()
         except RuntimeError as e:
             if "size mismatch" not in str(e):
                 raise
@@ -311,38 +213,17 @@ class Trainer:
                 f"--resume: the weights in {self.last_path} do not fit the model built now "
                 f"({shape_mismatches(self.model, self.ckpt.read_last(mmap=True)['model'])}): "
                 f"the dataset's phases/tools or the model changed; start a new --out") from None
-        if progress is None:
+        if not restored:
             self.resume = False
             return
-        self.epoch, self.step, self.step_in_epoch = (progress["epoch"], progress["step"],
-                                                     progress["step_in_epoch"])
-        self.best = {"recent": [], **dict(progress.get("best") or self.best)}
+        st = self.state
         if self.rt.is_main and not repair_best(self.ckpt.dir, self.log):
-            self.best.update(value=None, epoch=None, step=None)
-        self._pending = progress["pending_strategy"]
-        running = progress.get("running")
-        # sums of an older surgflow (per step, not per frame) cannot continue: logged from here
-        self._resumed_running = running if running and "frames" in running else None
-        self._restored_row = progress.get("metrics_row")
-        self.metrics.resume_rows(self.epoch)
-        self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step} "
-                 f"({self.step_in_epoch} into the epoch)")
+            st.forget_best()
+        self.metrics.resume_rows(st.epoch)
+        self.log(f"resumed from {self.last_path}: epoch {st.epoch + 1}, step {st.step} "
+                 f"({st.step_in_epoch} into the epoch)")
 
     # ---------------------------------------------------------------- metrics
-    def _improved(self, metrics: dict, epoch_done: float) -> bool:
-        name, window = self.cfg.train.best_metric, self.cfg.train.best_window
-        if name not in metrics or not math.isfinite(metrics[name]):
-            return False
-        recent = (list(self.best.get("recent") or []) + [float(metrics[name])])[-window:]
-        self.best["recent"] = recent
-        if len(recent) < window:
-            return False  # too few validations for the window yet
-        v, old = sum(recent) / window, self.best.get("value")
-        better = old is None or (v < old if lower_is_better(name) else v > old)
-        if better:
-            self.best.update(value=float(v), epoch=epoch_done, step=self.step)
-        return better
-
     def _end_of_epoch(self, epoch_done: float, train_logs: dict, fps: float, run_val: bool) -> dict:
         """Validate (videos spread over the ranks), update best, write last (and best)
         checkpoints, the metrics row and the TensorBoard ribbons."""
@@ -355,17 +236,21 @@ class Trainer:
                 raise SurgflowError(f"train.best_metric: '{self.cfg.train.best_metric}' is not "
                                     f"computed for tasks {self.cfg.task.tasks}; choose one of "
                                     f"{', '.join(sorted(metrics))}")
-        improved = self._improved(metrics, epoch_done)  # same metrics, same answer on every rank
+        name, st = self.cfg.train.best_metric, self.state
+        # same metrics, same answer on every rank
+        improved = st.record_validation(metrics.get(name), self.cfg.train.best_window,
+                                        lower_is_better(name), epoch_done)
         if self.val_ds is None:
             improved = True  # best = last
-            self.best.update(epoch=epoch_done, step=self.step)
-        row = {"epoch": epoch_done, "step": self.step,
+            st.best.update(epoch=epoch_done, step=st.step)
+        row = {"epoch": epoch_done, "step": st.step,
                **{f"train/{k}": v for k, v in train_logs.items()}, **metrics,
                "lr": float(self.optimizer.param_groups[0]["lr"]), "frames_per_s": fps}
-        self.save(best=improved, row=row)  # the row travels with the checkpoint
-        self.metrics.write_row(row, self.step)
+        st.metrics_row = row  # the row travels with the checkpoint
+        self.save(best=improved)
+        self.metrics.write_row(row, st.step)
         if phases:
-            self.metrics.ribbons(phases, len(self.ds.phase_names), self.step)
+            self.metrics.ribbons(phases, len(self.ds.phase_names), st.step)
         if self.rt.is_main:
             self.log(self._row_line(row, improved and self.val_ds is not None))
         self.rt.barrier()
@@ -381,54 +266,51 @@ class Trainer:
         """On --resume from an epoch's checkpoint: its metrics row back in metrics.csv and
         log.txt when the interrupted run stopped before writing them (kill, disk full), and in
         TensorBoard in any case (the resume purges its events from the checkpoint's step on)."""
-        row, self._restored_row = self._restored_row, None
-        if not row or not self.rt.is_main or float(row["epoch"]) > self.epoch:
+        row, st = self.state.metrics_row, self.state
+        if not row or not self.rt.is_main or float(row["epoch"]) > st.epoch:
             return  # a partial epoch's row is replaced by the full epoch's
-        if self.metrics.restore_row(row, self.step):
-            best = self.val_ds is not None and self.best.get("step") == row["step"]
+        if self.metrics.restore_row(row, st.step):
+            best = self.val_ds is not None and st.best.get("step") == row["step"]
             self.log(self._row_line(row, best) + f" [restored from {self.last_path}: the run "
                      f"stopped after this checkpoint, before its metrics row was written]")
 
     # ---------------------------------------------------------------- training
     def _fail(self, what: str, batch) -> None:
         videos = [f"{v}@{int(s)}" for v, s in zip(batch.videos, getattr(batch, "starts", [0] * 99)) if v]
+        st = self.state
         raise SurgflowError(
-            f"{what} at step {self.step + 1} (epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+            f"{what} at step {st.step + 1} (epoch {st.epoch + 1}, step {st.step_in_epoch + 1} "
             f"of the epoch), batch videos (video@first frame): {', '.join(videos) or '?'}. Training "
             f"stopped before the optimiser step; the last good checkpoint is kept"
             f"{' (' + str(self.last_path) + ')' if self.last_path.exists() else ' (none written yet)'}. "
             f"Lower train.lr, set train.grad_clip, or check these frames")
 
     def fit(self) -> dict:
-        rt, t = self.rt, self.cfg.train
+        rt, t, st = self.rt, self.cfg.train, self.state
         stopped = "done"
         last_metrics: dict = {}
         train_logs: dict = {}
         handlers = self._catch_stop_signals()
         try:
-            while self.epoch < t.epochs:
-                if t.max_steps and self.step >= t.max_steps:
+            while st.epoch < t.epochs:
+                if t.max_steps and st.step >= t.max_steps:
                     stopped = "max_steps"
                     break
                 if self._stop_requested():  # arrived during validation: last.pt is this position
                     stopped = self._stop_for_signal(save=False)
                     break
-                epoch = self.epoch
-                self.strategy.start_epoch(epoch)
-                if self._pending is not None:  # resumed: restore after start_epoch's reset
-                    self.strategy.load_state_dict(self._pending)
-                    self._pending = None
+                epoch = st.epoch
+                # the strategy's epoch start (and its resumed state); the loss sums over the
+                # epoch's steps start at zero, or a resumed epoch continues the saved ones
+                st.start_epoch(epoch)
                 n_steps = self.strategy.steps_per_epoch(epoch)
-                # loss sums over the epoch's steps; a resumed epoch continues the saved ones
-                self._running, self._resumed_running = self._resumed_running or _new_running(), None
-                sums = self._running["sums"]
                 frames, t_train, fps = 0, 0.0, 0.0
-                bar = progress(total=n_steps, initial=self.step_in_epoch,
+                bar = progress(total=n_steps, initial=st.step_in_epoch,
                                desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
                                **({} if rt.is_main else {"disable": True}))
                 t0 = time.perf_counter()
-                for batch in self.strategy.batches(epoch, self.step_in_epoch):
-                    if t.max_steps and self.step >= t.max_steps:
+                for batch in self.strategy.batches(epoch, st.step_in_epoch):
+                    if t.max_steps and st.step >= t.max_steps:
                         stopped = "max_steps"
                         break
                     self.optimizer.zero_grad(set_to_none=True)
@@ -445,23 +327,17 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]  # the lr of this step
                     self.optimizer.step()
                     self.scheduler.step()
-                    self.step += 1
+                    # losses weighted by the step's valid frames; the gradient norm is the same
+                    # on every rank: per step
+                    st.count_step(res.logs, res.frames, gnorm)
                     if self.ema is not None:
-                        self.ema.update(self.model, step=self.step)
-                    self.step_in_epoch += 1
+                        self.ema.update(self.model, step=st.step)
                     frames += res.frames
-                    # losses weighted by the step's valid frames (an idle step counts 0 frames,
-                    # not a loss of 0); the gradient norm is the same on every rank: per step
-                    for k, v in res.logs.items():
-                        sums[k] = sums.get(k, 0.0) + v * res.frames
-                    self._running["frames"] += res.frames
-                    self._running["grad_norm"] += gnorm
-                    self._running["n"] += 1
                     if not rt.distributed:
                         fps = frames / max(time.perf_counter() - t0, 1e-9)
                     bar.update(1)
                     bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{lr:.2e}", fps=f"{fps:.1f}")
-                    if t.log_every and self.step % t.log_every == 0:  # every rank: collectives
+                    if t.log_every and st.step % t.log_every == 0:  # every rank: collectives
                         all_frames, loss_sum, step_frames = rt.all_reduce_sum(
                             [frames, res.loss * res.frames, res.frames])
                         fps = all_frames / max(time.perf_counter() - t0, 1e-9)
@@ -469,10 +345,10 @@ class Trainer:
                         if rt.is_main:
                             self.metrics.scalars({"train/step_loss": loss, "train/grad_norm": gnorm,
                                                   "train/lr": lr, "train/frames_per_s": fps},
-                                                 self.step)
-                            self.metrics.write_line(f"step {self.step}: loss {loss:.4f}, grad norm "
+                                                 st.step)
+                            self.metrics.write_line(f"step {st.step}: loss {loss:.4f}, grad norm "
                                                     f"{gnorm:.3g}, {fps:.1f} frames/s")
-                    if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                    if t.checkpoint_every and st.step % t.checkpoint_every == 0:
                         self.save()
                     if self._stop_requested():
                         stopped = self._stop_for_signal(save=True, n_steps=n_steps)
@@ -482,25 +358,26 @@ class Trainer:
                 if stopped in ("SIGTERM", "SIGINT"):
                     break
                 # frames of every rank (not rank 0's x world size) and per-frame mean losses
+                running = st.running
+                sums = running["sums"]
                 keys = list(sums)  # the same order on every rank (the same code logged them)
-                totals = rt.all_reduce_sum([frames, self._running["frames"]]
-                                           + [sums[k] for k in keys])
+                totals = rt.all_reduce_sum([frames, running["frames"]] + [sums[k] for k in keys])
                 fps = totals[0] / max(t_train, 1e-9)
                 train_logs = {k: v / max(totals[1], 1.0) for k, v in zip(keys, totals[2:])}
-                train_logs["grad_norm"] = self._running["grad_norm"] / max(self._running["n"], 1)
-                if stopped == "max_steps" and self.step_in_epoch < n_steps:
+                train_logs["grad_norm"] = running["grad_norm"] / max(running["n"], 1)
+                if stopped == "max_steps" and st.step_in_epoch < n_steps:
                     # partial epoch: keep the position; validate so the stop point has metrics
                     self.log(f"train.max_steps={t.max_steps} reached")
-                    last_metrics = self._end_of_epoch(epoch + self.step_in_epoch / n_steps,
+                    last_metrics = self._end_of_epoch(epoch + st.step_in_epoch / n_steps,
                                                       train_logs, fps, run_val=True) or last_metrics
                     break
-                self.epoch, self.step_in_epoch = epoch + 1, 0
-                run_val = (self.epoch % max(t.val_every, 1) == 0) or self.epoch == t.epochs \
-                    or bool(t.max_steps and self.step >= t.max_steps)
-                last_metrics = self._end_of_epoch(float(self.epoch), train_logs, fps, run_val) \
+                st.finish_epoch()
+                run_val = (st.epoch % max(t.val_every, 1) == 0) or st.epoch == t.epochs \
+                    or bool(t.max_steps and st.step >= t.max_steps)
+                last_metrics = self._end_of_epoch(float(st.epoch), train_logs, fps, run_val) \
                     or last_metrics
-            if stopped == "done" and self.epoch >= t.epochs:
-                self.log(f"finished {t.epochs} epochs, {self.step} steps")
+            if stopped == "done" and st.epoch >= t.epochs:
+                self.log(f"finished {t.epochs} epochs, {st.step} steps")
         except OSError as e:
             if not is_disk_full(e):
                 raise
@@ -513,9 +390,9 @@ class Trainer:
             self.close()
         return {
             "run_dir": str(self.out), "last": str(self.last_path),
-            "best": str(self.best_path), "epoch": self.epoch, "step": self.step,
-            "step_in_epoch": self.step_in_epoch, "stopped": stopped,
-            "train": train_logs, "val": last_metrics, "best_metric": dict(self.best),
+            "best": str(self.best_path), "epoch": st.epoch, "step": st.step,
+            "step_in_epoch": st.step_in_epoch, "stopped": stopped,
+            "train": train_logs, "val": last_metrics, "best_metric": dict(st.best),
         }
 
     # ---------------------------------------------------------------- stop signals
@@ -553,9 +430,10 @@ class Trainer:
         name = signal.Signals(self._signal).name if self._signal is not None else "SIGTERM"
         if save:  # the position after this step; a resume continues bit for bit
             self.save()
-        where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch} of {n_steps}"
-                 if self.step_in_epoch else f"after epoch {self.epoch}")
-        self.log(f"{name} received: stopped at step {self.step} ({where}); checkpoint "
+        st = self.state
+        where = (f"epoch {st.epoch + 1}, step {st.step_in_epoch} of {n_steps}"
+                 if st.step_in_epoch else f"after epoch {st.epoch}")
+        self.log(f"{name} received: stopped at step {st.step} ({where}); checkpoint "
                  f"{self.last_path} holds this position. Continue with `{self._resume_command()}`")
         return name
 

@@ -6,9 +6,9 @@ rank 0 alone would hit the NCCL timeout of the waiting ranks).
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
-import numpy as np
 import torch
 
 from surgflow.io_utils import progress
@@ -19,44 +19,36 @@ def lower_is_better(metric: str) -> bool:
 
 
 def validation_metrics(tasks) -> list[str]:
-    """Names validate() computes for `tasks` (choices of train.best_metric)."""
-    names = ["val/loss"]
-    if "phase" in tasks:
-        names += ["val/accuracy", "val/f1", "val/jaccard"]
-    if "anticipation" in tasks:
-        names += ["val/wMAE", "val/inMAE", "val/outMAE"]
-    return names
+    """Names validate() computes for `tasks` (choices of train.best_metric): val/loss, then each
+    task's evaluation's (score.TaskEvaluation.validation_metrics), by Task.order."""
+    from surgflow.evaluation.score import evaluation_of
+    from surgflow.models.tasks import ordered
+
+    return ["val/loss"] + [m for name in ordered(tasks) for m in evaluation_of(name).validation_metrics]
 
 
 @torch.no_grad()
 def _validate_videos(model, ds, videos, cfg, rt, instruments: list[str]) -> dict:
-    """{video: {loss_sum, n, correct, labelled, phase: (gt, pred) or None, antic: (gt, pred) or None}}
-    for `videos`, by the eval protocol (models/video_loop.py, as `surgflow eval`): eval mode, fp32,
-    state carried across chunks, an offline head sees the whole video at once."""
+    """{video: {loss_sum, n, tasks: {task: its evaluation's validation record}}} for `videos`, by
+    the eval protocol (models/video_loop.py, as `surgflow eval`): eval mode, fp32, state carried
+    across chunks, an offline head sees the whole video at once."""
+    from surgflow.evaluation.score import evaluation_of
+    from surgflow.models.tasks import ordered
     from surgflow.models.video_loop import default_chunk, run_video
 
-    tasks = cfg.task.tasks
+    tasks = {name: evaluation_of(name) for name in ordered(model.tasks)}
     results = {}
     quiet = {} if rt.is_main else {"disable": True}
     for video in progress(videos, desc="validation", unit="video", leave=False, **quiet):
         run = run_video(model, ds, video, default_chunk(cfg), cfg.task.horizon, instruments,
                         rt.device)
         labels, outputs = run.labels.to(rt.device), run.outputs
-        loss, _ = model.loss(outputs, labels, cfg)
+        loss, _ = model.loss(outputs, labels)
+        decoded = model.decode(outputs)
         n = int(labels.valid.sum())
-        correct = labelled = 0
-        phase = antic = None
-        if "phase" in tasks:
-            pred = outputs["phase"].argmax(-1)  # [1, N]
-            mask = labels.valid & (labels.phase >= 0)
-            correct, labelled = int(((pred == labels.phase) & mask).sum()), int(mask.sum())
-            keep = labels.valid[0]
-            phase = (labels.phase[0][keep].cpu().numpy(), pred[0][keep].cpu().numpy())  # -1 = unlabelled
-        if "anticipation" in tasks:
-            antic = (labels.anticipation[0].cpu().numpy(),
-                     model.decode(outputs)["anticipation_min"][0].float().cpu().numpy())
-        results[video] = {"loss_sum": float(loss) * n, "n": n, "correct": correct,
-                          "labelled": labelled, "phase": phase, "antic": antic}
+        records = {name: ev.validation_record(model.tasks[name], outputs, decoded, labels)
+                   for name, ev in tasks.items()}
+        results[video] = {"loss_sum": float(loss) * n, "n": n, "tasks": records}
     return results
 
 
@@ -64,11 +56,15 @@ def validate(model, ds, cfg, rt, instruments: list[str],
              phase_out: Optional[dict] = None) -> dict[str, float]:
     """Validation metrics (the same on every rank; collective under DDP: all ranks call it).
 
-    val/accuracy: mean over videos of the per-video phase accuracy (labelled frames);
-    val/f1, val/jaccard: video-wise macro F1 and Jaccard of the phases (evaluation.phase_metrics);
-    val/loss: training loss over all valid frames; val/wMAE (anticipation): frame-pooled per
-    instrument, mean over instruments (minutes). `phase_out`, when given, receives
-    {video: (gt, pred)} phase ids of every video (for ribbons)."""
+    val/loss: training loss over all valid frames; then each task's metrics from its evaluation
+    (score.TaskEvaluation.validation_summary): val/accuracy (mean over videos of the per-video
+    phase accuracy of labelled frames), val/f1, val/jaccard (video-wise macro, phase_metrics);
+    val/wMAE, val/inMAE, val/outMAE (anticipation: frame-pooled per instrument, mean over
+    instruments, minutes). `phase_out`, when given, receives {video: (gt, pred)} phase ids of every
+    video (for ribbons)."""
+    from surgflow.evaluation.score import evaluation_of
+    from surgflow.models.tasks import ordered
+
     was = model.training
     model.eval()
     mine = list(ds.videos)[rt.rank::rt.world_size]
@@ -82,23 +78,13 @@ def validate(model, ds, cfg, rt, instruments: list[str],
     videos = [v for v in ds.videos if v in results]  # dataset order, whatever rank ran them
     r = [results[v] for v in videos]
     out = {"val/loss": sum(x["loss_sum"] for x in r) / max(sum(x["n"] for x in r), 1)}
-    accs = [x["correct"] / x["labelled"] for x in r if x["labelled"]]
-    if accs:
-        out["val/accuracy"] = float(np.mean(accs))
-        from surgflow.evaluation.phase_metrics import videowise
-
-        phases = {v: results[v]["phase"] for v in videos if results[v]["phase"] is not None}
-        summary = videowise({v: g for v, (g, _) in phases.items()},
-                            {v: p for v, (_, p) in phases.items()}, len(ds.phase_names))["summary"]
-        out["val/f1"], out["val/jaccard"] = summary["f1"]["mean"], summary["jaccard"]["mean"]
+    names = SimpleNamespace(phase_names=list(ds.phase_names), tool_names=list(ds.tool_names),
+                            instruments=list(instruments))
+    for name in ordered(model.tasks):
+        ev = evaluation_of(name)
+        records = {v: results[v]["tasks"][name] for v in videos
+                   if results[v]["tasks"][name] is not None}
+        out.update(ev.validation_summary(model.tasks[name], records, names, cfg.task.wmae))
         if phase_out is not None:
-            phase_out.update(phases)
-    antic = {v: results[v]["antic"] for v in videos if results[v]["antic"] is not None}
-    if antic:
-        from surgflow.evaluation.anticipation_metrics import anticipation_scores
-
-        mean = anticipation_scores({v: g for v, (g, _) in antic.items()},
-                                   {v: p for v, (_, p) in antic.items()}, instruments,
-                                   cfg.task.horizon, wmae=cfg.task.wmae)["mean"]
-        out["val/wMAE"], out["val/inMAE"], out["val/outMAE"] = mean["wMAE"], mean["inMAE"], mean["outMAE"]
+            phase_out.update(ev.validation_ribbons(records))
     return out

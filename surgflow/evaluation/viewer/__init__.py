@@ -69,7 +69,8 @@ def _dense(frames: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
 
 def _run_meta(run_dir: str) -> dict:
     """The checkpoint meta of the evaluated run (data root, split), {} when unreadable."""
-    from surgflow.runs import load_checkpoint, resolve_checkpoint_path
+    from surgflow.checkpoint_io import load_checkpoint
+    from surgflow.runs import resolve_checkpoint_path
 
     try:
         return dict(load_checkpoint(resolve_checkpoint_path(run_dir, "best")).get("meta") or {})

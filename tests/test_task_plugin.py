@@ -1,0 +1,160 @@
+"""A task is a plugin (issue 22.1): a task registered from this file alone is trained, validated,
+evaluated, scored and tabled with no change under surgflow/ (before, each of those named
+"phase" / "tools" / "anticipation" in its own branches and ignored any other task)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from surgflow.evaluation import files, score
+from surgflow.evaluation.per_video import format_per_video
+from surgflow.models.tasks import Task
+from surgflow.registry import TASKS
+
+NAME = "frame_parity"
+
+
+def _parity(batch) -> torch.Tensor:
+    """1.0 where the frame index within its video is even: [B, T] (from Batch.starts)."""
+    T = batch.valid.shape[1]
+    index = batch.starts.to(batch.valid.device)[:, None] + torch.arange(T, device=batch.valid.device)
+    return (index % 2 == 0).float()
+
+
+class ParityEvaluation(score.TaskEvaluation):
+    validation_metrics = ("val/parity_accuracy",)
+    per_video_columns = ("accuracy",)
+
+    def ground_truth(self, dataset, video, names):
+        return {"gt_frame_parity": (np.arange(dataset.num_frames(video)) % 2 == 0).astype(np.float32)}
+
+    def validation_record(self, task, outputs, decoded, labels):
+        keep = labels.valid[0]
+        return (task.target(labels)[0][keep].cpu().numpy(),
+                decoded["frame_parity_prob"][0][keep].cpu().numpy())
+
+    def validation_summary(self, task, records, names, wmae):
+        hits = [((p > 0.5) == (g > 0.5)).mean() for g, p in records.values()]
+        return {"val/parity_accuracy": float(np.mean(hits))} if hits else {}
+
+    def write_files(self, rec, video, pred_dir, gt_dir, names):
+        if "frame_parity_prob" in rec:
+            files.write_table(pred_dir / f"{video}-frame_parity.txt", rec["frame_parity_prob"][:, None],
+                              ["even"])
+            files.write_table(gt_dir / f"{video}-frame_parity.txt", rec["gt_frame_parity"][:, None],
+                              ["even"], fmt="{:.0f}")
+
+    def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
+        if not all("frame_parity_prob" in r for r in preds.values()):
+            return None
+        videos = sorted(preds)
+        hit = {v: ((preds[v]["frame_parity_prob"] > 0.5) == (preds[v]["gt_frame_parity"] > 0.5))
+               for v in videos}
+        protocol = {"task": NAME, "split": label, "videos": videos, "num_videos": len(videos),
+                    "num_frames": sum(len(h) for h in hit.values()), "fps": fps, "notes": list(notes)}
+        return {"task": NAME, "label": label, "protocol": protocol,
+                "accuracy": 100.0 * float(np.concatenate(list(hit.values())).mean()),
+                "per_video": {v: {"frames": len(h), "accuracy": 100.0 * float(h.mean())}
+                              for v, h in hit.items()}}
+
+    def table_lines(self, result):
+        return [f"  parity accuracy {result['accuracy']:.2f}"]
+
+
+class FrameParityTask(Task):
+    """Predicts whether the frame index is even; its labels come from the frame index."""
+    name, output_keys = NAME, (NAME,)
+    evaluation = ParityEvaluation()
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, 1)
+
+    @classmethod
+    def from_config(cls, in_dim, cfg, **_dims):
+        return cls(in_dim)
+
+    def target(self, batch):
+        return _parity(batch)
+
+    def forward(self, h):  # h [B, T, H]
+        return {NAME: self.fc(h)[..., 0]}  # [B, T]
+
+    def loss(self, outputs, batch, cfg=None):
+        logits = outputs[NAME].float()
+        bce = F.binary_cross_entropy_with_logits(logits, self.target(batch), reduction="none")
+        valid = batch.valid.to(bce.dtype)
+        return {NAME: (bce * valid).sum() / valid.sum().clamp_min(1.0)}
+
+    def decode(self, outputs):
+        return {"frame_parity_prob": outputs[NAME].float().sigmoid()}
+
+
+@pytest.fixture
+def parity_task():
+    TASKS.register(NAME)(FrameParityTask)
+    yield FrameParityTask
+    TASKS.unregister(NAME)  # other tests must not see the toy
+
+
+def test_a_task_registered_from_a_test_file_runs_end_to_end(parity_task, tiny_root, tmp_path):
+    from surgflow.config import load_config
+    from surgflow.evaluation.runner import evaluate_run
+    from surgflow.training.trainer import train
+    from surgflow.training.validation import validation_metrics
+
+    assert validation_metrics(["phase", NAME]) == ["val/loss", "val/accuracy", "val/f1",
+                                                  "val/jaccard", "val/parity_accuracy"]
+    cfg = load_config("synthetic_phase_tiny", [
+        f"data.root={tiny_root}", "data.split=auto", "model.backbone=test_convnext",
+        "model.hidden=16", "train.seq_len=8", "train.epochs=1", "train.device=cpu",
+        "data.augment=false", "train.batch_size=1", f"task.tasks=[phase,{NAME}]"])
+    run = tmp_path / "run"
+    res = train(cfg, run)
+    # trained and validated: its loss is logged per step and its validation metric per epoch
+    assert NAME in res["train"] and "val/parity_accuracy" in res["val"]
+    assert "val/parity_accuracy" in (run / "metrics.csv").read_text().splitlines()[0]
+
+    ev = evaluate_run(run, split="test", plots=False, quiet=True)
+    assert list(ev["scores"]) == ["phase", NAME]  # built-ins first, then plugins
+    result = ev["scores"][NAME]
+    assert 0.0 <= result["accuracy"] <= 100.0
+    video = next(iter(ev["preds"]))
+    assert (tmp_path / "run" / "eval_test" / "predictions" / f"{video}-frame_parity.txt").is_file()
+    assert (tmp_path / "run" / "eval_test" / "ground_truth" / f"{video}-frame_parity.txt").is_file()
+    saved = json.loads((run / "eval_test" / "scores.json").read_text())
+    assert saved["scores"][NAME]["accuracy"] == pytest.approx(result["accuracy"])
+    # the report: its rows in the eval text, its per-video tables beside the JSON
+    assert f"[test] {NAME} scores:" in ev["text"] and "parity accuracy" in ev["text"]
+    csv_rows = (run / "eval_test" / f"scores.{NAME}.per_video.csv").read_text().splitlines()
+    assert csv_rows[0] == "video,frames,accuracy" and len(csv_rows) == 1 + len(ev["preds"])
+    assert "[test] per video (percent)" in format_per_video(result)
+    # the ground-truth file it wrote is the frame index's parity
+    gt = files.read_table(run / "eval_test" / "ground_truth" / f"{video}-frame_parity.txt",
+                          ["even"], "parity")[1][:, 0]
+    assert list(gt[:4]) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_the_toy_task_is_gone_after_its_fixture():
+    assert NAME not in TASKS
+
+
+def test_anticipation_loss_uses_its_own_horizon_not_the_config():
+    """Issue 22.4: the task keeps the horizon it was built with; before, loss() read
+    cfg.task.horizon (another section's copy) whenever a cfg was passed."""
+    from types import SimpleNamespace
+
+    from surgflow.models.tasks import AnticipationTask
+
+    torch.manual_seed(0)
+    task = AnticipationTask(8, num_instruments=2, horizon=3.0)
+    out = task(torch.randn(1, 5, 8))
+    batch = SimpleNamespace(anticipation=torch.tensor([[[0.0, 3.0], [1.0, 2.0]] * 2 + [[0.5, 3.0]]]),
+                            valid=torch.ones(1, 5, dtype=torch.bool))
+    other = SimpleNamespace(task=SimpleNamespace(horizon=5.0, anticipation_ce_weight=1.0))
+    assert torch.equal(task.loss(out, batch, other)["anticipation"], task.loss(out, batch)["anticipation"])
