@@ -1,6 +1,7 @@
 """Convergence of the tiny synthetic presets: N seeds, test score, wall time, late-epoch stability.
 
-For a preset, synthesize a dataset (fixed data seed), prepare it at 1 fps and 112x64 (WxH), then
+For a preset, synthesize a dataset (fixed data seed), prepare it at 1 fps and the preset's size
+(phase: realistic profile at 160x96, anticipation: clean at 112x64; WxH, as its YAML comment says), then
 train the preset once per training seed, one after another, and evaluate each best checkpoint on the
 test videos of the preset's split with the real evaluator (`surgflow eval`'s code path).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
@@ -31,9 +33,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-# preset key -> (preset name, synthetic videos, min s, max s)
-PRESETS = {"phase": ("synthetic_phase_tiny", 25, 90, 180),
-           "anticipation": ("synthetic_anticipation_tiny", 25, 240, 360)}
+# preset key -> (preset name, synthetic videos, min s, max s, synth profile, prepared (H, W))
+PRESETS = {"phase": ("synthetic_phase_tiny", 25, 90, 180, "realistic", (96, 160)),
+           "anticipation": ("synthetic_anticipation_tiny", 25, 240, 360, "clean", (64, 112))}
 WALL_LIMIT_S = 600.0
 
 
@@ -75,13 +77,17 @@ def main(argv=None) -> int:
     from surgflow.data.store import PreparedDataset
     from surgflow.data.synth import synthesize
 
-    preset, n_videos, lo, hi = PRESETS[args.task]
+    preset, n_videos, lo, hi, profile, size = PRESETS[args.task]
     work = Path(args.work) / args.task
     raw, root = work / "raw", work / "prepared"
+    made = raw / "synth.json"
+    if made.is_file() and json.loads(made.read_text()).get("profile", {}).get("name") != profile:
+        raise SystemExit(f"{raw} was synthesized with another profile than '{profile}' "
+                         f"({made}); delete {work} or pass another --work")
     if not (raw / "videos").is_dir() or len(list((raw / "videos").glob("*.mp4"))) != n_videos:
-        synthesize(raw, videos=n_videos, seed=0, min_seconds=lo, max_seconds=hi)
+        synthesize(raw, videos=n_videos, seed=0, min_seconds=lo, max_seconds=hi, profile=profile)
     if not (root / "manifest.json").is_file():
-        prepare_dataset("cholec80", raw, root, fps=1.0, size=(64, 112))
+        prepare_dataset("cholec80", raw, root, fps=1.0, size=size)
     cfg = api.load_config(preset, [f"data.root={root}", *args.set])
     split = resolve_split(cfg.data.split, PreparedDataset(root).videos)
     metric = "phase" if args.task == "phase" else "anticipation"

@@ -7,6 +7,8 @@ The Python API (README, "Python API") is imported on first use, so `import surgf
     predictor = surgflow.OnlinePredictor(model, meta)
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 # name -> (module, attribute); resolved by __getattr__ on first access (PEP 562)
@@ -31,8 +33,6 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name):
     if name in _API:
-        import importlib
-
         module, attr = _API[name]
         value = importlib.import_module(module)
         value = getattr(value, attr) if attr else value

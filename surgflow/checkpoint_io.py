@@ -21,7 +21,7 @@ from surgflow.io_utils import SurgflowError, atomic_torch_save, atomic_write_byt
 def weights_only_load(path: str | Path, map_location="cpu", mmap: bool = False):
     """`torch.load` with weights_only=True; torch's own exceptions pass through (callers that
     read user files wrap them in their message)."""
-    import torch
+    import torch  # heavy: runs and the viewer import this module without reading a file
 
     return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 

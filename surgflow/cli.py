@@ -8,6 +8,10 @@ import os
 import re
 import sys
 
+from surgflow import __version__
+from surgflow.cli_args import HelpFormatter
+from surgflow.io_utils import SurgflowError
+
 BARE_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=")  # train.epochs=2
 
 COMMANDS = [
@@ -27,8 +31,6 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from surgflow.cli_args import HelpFormatter
-
     parser = argparse.ArgumentParser(
         prog="surgflow",
         description="End-to-end video learning for surgical workflow analysis. "
@@ -61,14 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a usage error argparse already printed
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     if args.version:
-        from surgflow import __version__
-
         print(__version__)
         return 0
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    from surgflow.io_utils import SurgflowError
 
     try:
         rc = int(args._module.run(args) or 0)
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"surgflow {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        from surgflow.outputs import disk_full_error, is_disk_full
+        from surgflow.outputs import disk_full_error, is_disk_full  # light: --help path, a full disk only
 
         if not is_disk_full(e) or os.environ.get("SURGFLOW_DEBUG"):
             raise

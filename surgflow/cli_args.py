@@ -72,7 +72,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def resolve_device(name: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; a CUDA device without CUDA is an error."""
-    import torch
+    import torch  # heavy: every command imports cli_args; only --device needs torch
 
     name = (name or "auto").strip().lower()
     if name == "auto":

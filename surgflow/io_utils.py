@@ -6,12 +6,14 @@ interrupted run never leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -85,7 +87,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    import torch
+    import torch  # heavy: every command imports io_utils; only this writer needs torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -244,8 +246,6 @@ def heartbeat(desc: str, every: float | None = None, file=None) -> Iterator[None
         with heartbeat("audit bn_free"):
             audit_model(model)
     """
-    import threading
-
     file = file if file is not None else sys.stderr
     every = _interval() if every is None else float(every)
     quiet = progress_mode(file) == "off"
@@ -276,8 +276,6 @@ def heartbeat(desc: str, every: float | None = None, file=None) -> Iterator[None
 
 def require_extra(module: str, extra: str, what: str):
     """Import an optional dependency or say which extra installs it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:

@@ -11,6 +11,7 @@ Two failure modes this exists for:
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -27,8 +28,6 @@ def _die_with_parent(parent_pid: int) -> None:
     """Pool initializer: end this worker when `parent_pid` goes away."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
                 if os.getppid() != parent_pid:  # parent died before prctl took effect

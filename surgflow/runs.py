@@ -25,7 +25,9 @@ from typing import Any, Mapping, Optional
 # checkpoint files are read and written by checkpoint_io only; load_checkpoint is also imported
 # from here by evaluation (the viewer, TensorBoard)
 from surgflow.checkpoint_io import best_problem, checkpoint_counters, load_checkpoint
+from surgflow.config import ConfigError, from_dict
 from surgflow.io_utils import SurgflowError
+from surgflow.outputs import lock_holder
 
 
 @dataclass
@@ -69,12 +71,15 @@ class RunMeta:
             raise SurgflowError(f"{where}: meta is missing (phase_names); re-train or re-save it")
         instruments = list(d.get("instruments") or [])
         horizon = d.get("horizon")
-        tasks = getattr(model, "tasks", {})
+        # what the model's task layers were built with (anticipation: its horizon)
+        built: dict = {}
+        for task in getattr(model, "tasks", {}).values():
+            built.update(task.run_meta())
         if horizon is None:
             if cfg is not None:
                 horizon = cfg.task.horizon  # recorded in the checkpoint's config
-            elif "anticipation" in tasks:
-                horizon = tasks["anticipation"].horizon  # the model's task layer was built with it
+            elif built.get("horizon") is not None:
+                horizon = built["horizon"]
             elif instruments:
                 raise SurgflowError(f"{where}: meta lists anticipation instruments but no horizon; "
                                     "re-save it with the run's task.horizon")
@@ -112,8 +117,6 @@ class RunMeta:
 def live_run(run_dir: str | Path) -> Optional[str]:
     """'surgflow train, pid N on HOST, started T' while a live process holds the run folder's
     lock (outputs.FolderLock), else None."""
-    from surgflow.outputs import lock_holder
-
     owner = lock_holder(run_dir)
     if owner is None:
         return None
@@ -205,8 +208,7 @@ def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu",
     """(model.eval(), cfg, RunMeta) from a run directory (which: best | last | a path) or a .pt file.
     `info`, when given, receives the checkpoint read: {path, step, epoch, step_in_epoch} (for
     checkpoint_notes: a live run replaces its files, so they are taken from the loaded dict)."""
-    from surgflow.config import ConfigError, from_dict
-    from surgflow.models.model import build_model
+    from surgflow.models.model import build_model  # heavy: torch; the viewer and api import runs without it
 
     path = resolve_checkpoint_path(path_or_run_dir, which)
     ckpt = load_checkpoint(path)

@@ -1,6 +1,7 @@
 """Layering: no import cycles between surgflow's subpackages, nor between its files, and no `_private`
 name taken from another module (tests/import_graph.py reads the imports).
 Documentation: every module of surgflow/ has its line in docs/ARCHITECTURE.md's module tree."""
+import ast
 import re
 from pathlib import Path
 
@@ -110,3 +111,83 @@ def test_every_module_is_named_in_architecture_doc():
     assert not stale, f"{DOC}: the module tree names modules that do not exist: {', '.join(stale)}"
     stale = sorted(folders - packages())
     assert not stale, f"{DOC}: the module tree names folders that are not packages: {', '.join(stale)}"
+
+
+# --------------------------------------------------------------------------- deferred imports
+# An import inside a function is a choice, not a habit: it stays there only to keep a light path
+# light (heavy: torch/timm/av/matplotlib/...; light: `surgflow --help` imports every command
+# module) or to break a cycle, and says so in a trailing comment.
+REASONS = ("# heavy:", "# light:", "# cycle:")
+
+
+def function_imports_without_reason(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every import inside a function whose last line has no trailing comment
+    starting with one of REASONS."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for n in ast.walk(fn):
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                tail = lines[n.end_lineno - 1][n.end_col_offset:].strip()
+                if not tail.startswith(REASONS):
+                    found.append((n.lineno, lines[n.lineno - 1].strip()))
+    return sorted(set(found))
+
+
+def test_the_reason_check_sees_nested_and_bare_imports():
+    src = ("import os\n"
+           "def f():\n"
+           "    import torch  # heavy: torch\n"
+           "    import json\n"
+           "    if os:\n"
+           "        from a import (b,\n"
+           "                       c)  # cycle: a imports this module\n"
+           "        from x import y  # a comment that gives no reason\n"
+           "    def g():\n"
+           "        import av\n")
+    assert function_imports_without_reason(src) == [
+        (4, "import json"), (8, "from x import y  # a comment that gives no reason"), (10, "import av")]
+
+
+def test_every_function_level_import_says_why():
+    missing = [f"{path.relative_to(ROOT)}:{line}: {text}"
+               for path in sorted(PKG.rglob("*.py"))
+               for line, text in function_imports_without_reason(path.read_text())]
+    assert not missing, ("imports inside functions without a trailing `# heavy: ...`, `# light: ...` "
+                         "or `# cycle: ...` comment (move them to the top of the file unless they "
+                         "keep a light path light or break a cycle):\n" + "\n".join(missing))
+
+
+# --------------------------------------------------------------------------- tasks by name
+TASK_NAMES = ("phase", "tools", "anticipation")
+
+
+def task_name_dispatch(source: str) -> list[int]:
+    """Lines that pick a built-in task by name from a collection of tasks: `"phase" in
+    cfg.task.tasks`, `tasks["anticipation"]` (the Task registry's hooks answer those questions)."""
+    found = []
+    for n in ast.walk(ast.parse(source)):
+        if (isinstance(n, ast.Compare) and isinstance(n.left, ast.Constant)
+                and n.left.value in TASK_NAMES and isinstance(n.ops[0], (ast.In, ast.NotIn))
+                and ast.unparse(n.comparators[0]).endswith("tasks")):
+            found.append(n.lineno)
+        elif (isinstance(n, ast.Subscript) and ast.unparse(n.value).endswith("tasks")
+              and isinstance(n.slice, ast.Constant) and n.slice.value in TASK_NAMES):
+            found.append(n.lineno)
+    return found
+
+
+def test_task_name_dispatch_check_sees_the_old_forms():
+    src = ('counts = ds.phase_counts() if "phase" in cfg.task.tasks else None\n'
+           'h = model.tasks["anticipation"].horizon\n'
+           'ok = "phase" in outputs\n')
+    assert task_name_dispatch(src) == [1, 2]
+
+
+def test_no_caller_picks_a_task_by_its_name():
+    hits = [f"{path.relative_to(ROOT)}:{line}" for path in sorted(PKG.rglob("*.py"))
+            if path.name != "tasks.py" for line in task_name_dispatch(path.read_text())]
+    assert not hits, "ask the Task (a hook in models/tasks.py) instead of naming it: " + ", ".join(hits)

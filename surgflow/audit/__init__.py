@@ -6,12 +6,13 @@ other."""
 import sys as _sys
 import types as _types
 
+# the module, not its `audit` function: a package attribute `audit` would hide the submodule audit.py
+from surgflow.audit import targets as _targets
+
 
 class _CallablePackage(_types.ModuleType):
     def __call__(self, target, *args, **kwargs):
-        from surgflow.audit.targets import audit
-
-        return audit(target, *args, **kwargs)
+        return _targets.audit(target, *args, **kwargs)
 
 
 _sys.modules[__name__].__class__ = _CallablePackage

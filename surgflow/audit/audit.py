@@ -24,6 +24,7 @@ from torch import nn
 
 from surgflow.io_utils import SurgflowError, json_safe
 from surgflow.models.backbones import NormLayer, norm_layers
+from surgflow.models.heads import HEADS
 
 REL_TOL = 1e-5  # relative to the output's magnitude: above this a change is not float noise
 SCALE_FLOOR = 1e-3  # outputs near zero: compare against this magnitude instead
@@ -203,10 +204,6 @@ def _head_name(model: nn.Module) -> Optional[str]:
     head = getattr(model, "head", None)
     if head is None:
         return getattr(model, "head_name", None)
-    try:
-        from surgflow.models.heads import HEADS
-    except Exception:
-        return type(head).__name__
     for name in HEADS.names():
         if type(head) is HEADS.get(name):
             return name

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from torch import nn
 
+from surgflow.audit.audit import inventory
 from surgflow.registry import STRATEGIES, TASKS
 
 
@@ -20,8 +21,6 @@ def consecutive_strategies() -> tuple[str, ...]:
 
 def batchnorm_train_layers(model: nn.Module) -> list[str]:
     """Names of the normalisation layers that use batch statistics in train mode."""
-    from surgflow.audit.audit import inventory
-
     return [n.name for n in inventory(model) if n.uses_batch_stats_in_train]
 
 

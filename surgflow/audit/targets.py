@@ -2,21 +2,20 @@
 or a preset/YAML config (built with random weights: the leaks tested are structural)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from surgflow.config import ConfigError, load_config, resolve_config_path
+from surgflow.io_utils import SurgflowError
+from surgflow.runs import load_model
 
 
 def load_target(target: str, overrides: list[str], which: str = "best", with_config: bool = False):
     """(model, description) from a YAML config, a run directory or a checkpoint file; with_config:
     (model, description, cfg) where cfg is the config as audited (None for a checkpoint), for the
     input-path audit."""
-    from pathlib import Path
-
-    from surgflow.io_utils import SurgflowError
-
     path = Path(target)
     if not path.exists():
-        from surgflow.config import ConfigError, resolve_config_path
-
         try:
             path = resolve_config_path(target)  # a preset name
         except ConfigError:
@@ -24,10 +23,9 @@ def load_target(target: str, overrides: list[str], which: str = "best", with_con
                                 "`surgflow configs`), a run directory written by `surgflow train`, "
                                 "or a checkpoint .pt file") from None
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
-        from surgflow.config import load_config
-        from surgflow.models.model import build_model
+        from surgflow.models.model import build_model  # heavy: torch, for a YAML config only
 
-        from surgflow.models.heads import HEADS
+        from surgflow.models.heads import HEADS  # heavy: torch, for a YAML config only
 
         cfg = load_config(path, overrides)
         cfg.model.pretrained = False  # random weights: the leaks tested are structural
@@ -43,7 +41,6 @@ def load_target(target: str, overrides: list[str], which: str = "best", with_con
     if overrides:
         raise SurgflowError("--set applies to a YAML config only; a checkpoint is audited with "
                             "the config it was trained with")
-    from surgflow.runs import load_model
 
     try:
         model, cfg, meta = load_model(path, which=which, device="cpu")
@@ -61,9 +58,9 @@ def audit(target: Any, input_shape: Optional[Sequence[int]] = None,
           modes: Sequence[str] = ("train", "eval"), seed: int = 0, checkpoint: str = "best"):
     """BatchNorm-leakage audit of a model (torch module), a run directory / checkpoint, or a
     preset/YAML config. Returns an AuditReport (.leaks, .findings, .format(), .to_dict())."""
-    import torch
+    import torch  # heavy: torch; api.py and the audit package import this module
 
-    from surgflow.audit.audit import audit_model
+    from surgflow.audit.audit import audit_model  # heavy: torch (audit.audit)
 
     if not isinstance(target, torch.nn.Module):
         target, _source = load_target(str(target), [], checkpoint)

@@ -5,8 +5,10 @@ config's dataset (surgflow/training/input_audit.py)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from surgflow.cli_args import add_checkpoint, add_device, check_orientation, resolve_device, size_type
+from surgflow.io_utils import SurgflowError, atomic_write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,9 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _input_path_findings(cfg, args) -> list:
     """The training input path on the config's dataset; a NOTE (not a leak) when it cannot run."""
-    from surgflow.audit.audit import Finding
-    from surgflow.io_utils import SurgflowError
-    from surgflow.training.input_audit import audit_input_path
+    from surgflow.audit.audit import Finding  # heavy: torch
+    from surgflow.training.input_audit import audit_input_path  # heavy: torch, timm
 
     if args.input_draws < 1:
         raise SurgflowError("--input-draws must be >= 1")
@@ -54,11 +55,8 @@ def _input_path_findings(cfg, args) -> list:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from surgflow.audit.audit import audit_model, default_input_shape
-    from surgflow.audit.targets import load_target
-    from surgflow.io_utils import SurgflowError, atomic_write_json
+    from surgflow.audit.audit import audit_model, default_input_shape  # heavy: torch
+    from surgflow.audit.targets import load_target  # light: --help imports commands/
 
     if args.batch < 2 or args.frames < 2:
         raise SurgflowError("--batch and --frames must be >= 2 (batch coupling and causality tests)")

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from surgflow.config import load_config, preset_summary, presets, to_yaml
+    from surgflow.config import load_config, preset_summary, presets, to_yaml  # light: --help imports commands/
 
     if args.name is None:
         known = presets()

@@ -1,10 +1,12 @@
 """`surgflow demo`: the main job on built-in synthetic data."""
 from __future__ import annotations
 
+from dataclasses import replace
+
+from surgflow.data.synth import PROFILES
+
 
 def add_arguments(p) -> None:
-    from surgflow.data.synth import PROFILES  # numpy: only when the parser is built
-
     p.add_argument("--out", default="surgflow_demo", metavar="DIR", help="output directory (new or from an earlier demo)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (under a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the first training run")
@@ -16,9 +18,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
-    from surgflow.experiments.demo import FULL, QUICK, run_demo
+    from surgflow.experiments.demo import FULL, QUICK, run_demo  # light: --help imports commands/
 
     settings = None
     if args.profile:

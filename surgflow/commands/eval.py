@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from surgflow.cli_args import add_checkpoint, add_device, resolve_device
+from surgflow.io_utils import SurgflowError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from surgflow.evaluation.runner import evaluate_run
-    from surgflow.io_utils import SurgflowError
+    from surgflow.evaluation.runner import evaluate_run  # light: --help imports commands/
 
     if args.chunk is not None and args.chunk < 1:
         raise SurgflowError(f"--chunk {args.chunk}: must be >= 1 frame (leave it out to use the "

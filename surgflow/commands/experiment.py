@@ -3,8 +3,11 @@ built-in synthetic data (BN vs frozen BN vs BN-free, honest vs train-mode evalua
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import replace
 
 from surgflow.cli_args import add_device, resolve_device
+from surgflow.io_utils import SurgflowError
 
 EXPERIMENTS = ("cheating",)
 
@@ -28,24 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import time
-
-    from surgflow.experiments.cheating import run_cheating_experiment
+    from surgflow.experiments.cheating import run_cheating_experiment  # light: --help imports commands/
 
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 5)
     if args.workers is not None and args.workers < 1:
-        from surgflow.io_utils import SurgflowError
-
         raise SurgflowError(f"--workers must be >= 1, got {args.workers}")
     setup = None
     if args.pretrained:
-        from dataclasses import replace
-
-        from surgflow.experiments.cheating import QUICK, CheatingSetup
-        from surgflow.experiments.cheating_report import PRETRAINED_LR
-        from surgflow.io_utils import SurgflowError
-        from surgflow.models.offline_weights import SOURCES
+        from surgflow.experiments.cheating import QUICK, CheatingSetup  # light: --help imports commands/
+        from surgflow.experiments.cheating_report import PRETRAINED_LR  # light: --help imports commands/
+        from surgflow.models.offline_weights import SOURCES  # heavy: torch
 
         if args.pretrained not in SOURCES:
             raise SurgflowError(f"--pretrained: unknown offline weights '{args.pretrained}'; known: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from surgflow.cli_args import add_checkpoint
+from surgflow.io_utils import SurgflowError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,15 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from surgflow.io_utils import SurgflowError
-    from surgflow.online.export import export_onnx
-    from surgflow.runs import load_model
+    from surgflow.online.export import export_onnx  # heavy: torch
+    from surgflow.outputs import check_output_file  # light: --help imports commands/
+    from surgflow.runs import load_model  # light: --help imports commands/
 
     if args.verify_frames < 1:
         raise SurgflowError("--verify-frames must be >= 1 (100 or more recommended)")
     if args.opset < 17:
         raise SurgflowError("--opset must be >= 17 (LayerNormalization)")
-    from surgflow.outputs import check_output_file
 
     check_output_file(args.onnx, "--onnx")  # before building, exporting and the parity check
     check_output_file(f"{args.onnx}.json", "--onnx")

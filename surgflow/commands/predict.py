@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from surgflow.cli_args import add_checkpoint, add_device, resolve_device
+from surgflow.io_utils import SurgflowError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import sys
-
-    from surgflow.online.predict import predict_video
-    from surgflow.online.predictor import OnlinePredictor
+    from surgflow.online.predict import predict_video  # light: --help imports commands/
+    from surgflow.online.predictor import OnlinePredictor  # heavy: torch
 
     if args.gt and not args.render:
-        from surgflow.io_utils import SurgflowError
-
         raise SurgflowError("--gt draws a ground-truth ribbon on the overlay: add --render OVERLAY.mp4")
     predictor = OnlinePredictor.from_checkpoint(args.run, which=args.checkpoint,
                                                 device=resolve_device(args.device))

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
 
 from surgflow.cli_args import size_type
 
@@ -32,11 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import sys
-    import time
-    from pathlib import Path
-
-    from surgflow.data.prepare import check, format_failures, prepare, print_summary
+    from surgflow.data.prepare import check, format_failures, prepare, print_summary  # light: --help imports commands/
 
     out = Path(args.out)
     if args.check:

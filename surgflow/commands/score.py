@@ -3,8 +3,14 @@ truth with stated protocols (terminal table, JSON with a `protocol` block, optio
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+import numpy as np
+
+from surgflow import labels
 from surgflow.cli_args import HelpFormatter
+from surgflow.io_utils import SurgflowError
+from surgflow.labels import ANTICIPATION_INSTRUMENTS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,17 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def phase_vocabulary(spec: str) -> list[str]:
-    from surgflow import labels
-
     key = spec.lower()
     if key == "cholec80":
         return list(labels.CHOLEC80_PHASES)
     if key == "autolaparo":
         return list(labels.AUTOLAPARO_PHASES)
-    from pathlib import Path
 
-    from surgflow.data.annotations import parse_mapping
-    from surgflow.io_utils import SurgflowError
+    from surgflow.data.annotations import parse_mapping  # light: --help imports commands/
 
     if not Path(spec).is_file():
         raise SurgflowError(f"--phases {spec!r}: not cholec80, autolaparo or an existing mapping file")
@@ -93,11 +95,9 @@ def phase_vocabulary(spec: str) -> list[str]:
 
 def check_outputs(args) -> None:
     """--json FILE (and the per-video tables beside it) and --plots DIR can be written."""
-    from surgflow.outputs import check_output_file, check_writable_dir
+    from surgflow.outputs import check_output_file, check_writable_dir  # light: --help imports commands/
 
     if args.json:
-        from pathlib import Path
-
         path = Path(args.json)
         check_output_file(path, "--json")
         for ext in (".per_video.csv", ".per_video.md"):  # per_video.write_per_video's names
@@ -107,8 +107,7 @@ def check_outputs(args) -> None:
 
 
 def run(args) -> int:
-    from surgflow.evaluation import files, per_video, plots, score
-    from surgflow.io_utils import SurgflowError
+    from surgflow.evaluation import files, per_video, plots, score  # light: --help imports commands/
 
     notes: list[str] = []
     written: list = []
@@ -129,8 +128,6 @@ def run(args) -> int:
                                    gt_only=args.gt_only, label=args.label, notes=notes,
                                    protocol_extra=extra)
         if args.plots:
-            import numpy as np
-
             written = plots.phase_ribbons(gts, preds, names, args.plots, fps, args.label)
             written.append(plots.confusion_matrix_plot(np.array(result["confusion"]), names,
                                                        f"{args.plots}/confusion.png", args.label))
@@ -139,8 +136,6 @@ def run(args) -> int:
         result = score.score_tools(gts, preds, names, fps, label=args.label, notes=notes,
                                    protocol_extra=extra)
     else:
-        from surgflow.labels import ANTICIPATION_INSTRUMENTS
-
         inst = ([s.strip() for s in args.instruments.split(",") if s.strip()]
                 if args.instruments else list(ANTICIPATION_INSTRUMENTS))
         gts, preds = files.load_anticipation_dirs(gt_dir, args.pred, inst, args.horizon, **common)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 from surgflow.cli_args import format_size, parse_size, size_type
+from surgflow.data import synth
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=60.0, help="shortest video length")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="longest video length")
     parser.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
-    from surgflow.data.synth import PROFILES
 
-    parser.add_argument("--profile", choices=list(PROFILES), default="clean",
+    parser.add_argument("--profile", choices=list(synth.PROFILES), default="clean",
                         help="variation independent of the labels (light, camera, smoke, instrument "
                              "looks, Cholec80-like phase durations, cross-fades): clean = none, "
                              "realistic ~ real laparoscopy, hard = more of everything; recorded "
@@ -27,23 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import sys
-    import time
-
-    from surgflow.data.synth import synthesize
-
     h, w = args.size
     if args.width is not None or args.height is not None:
         print("warning: --width/--height are deprecated; use --size WxH", file=sys.stderr)
         h, w = parse_size(f"{args.width or w}x{args.height or h}", even=True, minimum=16)
     t0 = time.time()
-    paths = synthesize(args.out, videos=args.videos, seed=args.seed, width=w, height=h,
-                       min_seconds=args.min_seconds,
-                       max_seconds=args.max_seconds, workers=args.workers or None,
-                       profile=args.profile)
+    paths = synth.synthesize(args.out, videos=args.videos, seed=args.seed, width=w, height=h,
+                             min_seconds=args.min_seconds,
+                             max_seconds=args.max_seconds, workers=args.workers or None,
+                             profile=args.profile)
     print(f"wrote {len(paths)} synthetic videos ({format_size((h, w))}, 25 fps, profile "
           f"{args.profile}) with phase and tool annotations to {args.out} in {time.time() - t0:.1f} s")
-    import shlex
+    import shlex  # light: --help imports commands/
 
     print(f"next: surgflow prepare cholec80 {shlex.quote(str(args.out))} PREPARED_OUT")  # pasteable
     return 0

@@ -4,6 +4,10 @@ CONFIG is a preset name (`surgflow configs` lists them) or a YAML file."""
 from __future__ import annotations
 
 import argparse
+import signal
+from pathlib import Path
+
+from surgflow.io_utils import SurgflowError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,19 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import shlex
-    import signal
-    from pathlib import Path
+    import shlex  # light: --help imports commands/
 
-    from surgflow.config import load_config
-    from surgflow.training.trainer import train
+    from surgflow.config import load_config  # light: --help imports commands/
+    from surgflow.training.trainer import train  # heavy: torch, timm
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     print(f"run directory: {out}")
     if args.allow_data_change and not args.resume:
-        from surgflow.io_utils import SurgflowError
-
         raise SurgflowError("--allow-data-change applies to --resume only")
     res = train(cfg, out, resume=args.resume, allow_data_change=args.allow_data_change)
     best = res["best_metric"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from surgflow.io_utils import SurgflowError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="RUN_OR_EVAL_DIR",
@@ -27,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from surgflow.evaluation.viewer import write_view
-    from surgflow.io_utils import SurgflowError
+    from surgflow.evaluation.viewer import write_view  # light: --help imports commands/
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and len(names) != len(args.inputs):

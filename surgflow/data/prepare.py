@@ -22,12 +22,15 @@ from typing import Optional
 import numpy as np
 
 from surgflow.data.alignment import align_labels
+from surgflow.data.layouts import get_layout
 from surgflow.data.sources import source_changes, source_info
+from surgflow.data.store import StoreArrayError, load_store_array
 from surgflow.data.store_format import (FORMAT_VERSION, JPEG_QUALITY, MANIFEST, STORAGE,
                                         encode_jpeg, video_checksum)
 from surgflow.data.video import CORRUPT_FIX, rotation_note, sample_frames, vfr_note
 from surgflow.io_utils import SurgflowError, atomic_write_json, progress
 from surgflow.outputs import FolderLock, check_writable_dir, disk_full_error, is_disk_full
+from surgflow.parallel import run_in_processes
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -113,7 +116,6 @@ def prepare_video(raw, out: Path, fps: float, size: tuple[int, int], max_mismatc
 
 def _worker(job) -> tuple[str, Optional[dict], Optional[str]]:
     layout, raw_root, name, out, fps, size, max_mismatch, show = job
-    from surgflow.data.layouts import get_layout
 
     try:
         raw = next(v for v in get_layout(layout)(raw_root) if v.name == name)
@@ -180,8 +182,6 @@ def prepare(layout: str, raw_root, out, fps: float = 1.0, size: tuple[int, int] 
     decides the exit status. A full disk stops it (SurgflowError naming the folder and the free
     space; finished videos are kept). full_hash: decide whether a raw video changed by its
     whole-file sha256 (slow on large files) instead of size, mtime and first/last MiB."""
-    from surgflow.data.layouts import get_layout
-
     raw_root, out = Path(raw_root), Path(out)
     if fps <= 0:
         raise SurgflowError(f"--fps must be > 0, got {fps}")
@@ -284,8 +284,6 @@ def _prepare_locked(layout, raw_root: Path, out: Path, raws, fps, size, workers,
             for job in jobs:
                 finish(*_worker(job))
         else:
-            from surgflow.parallel import run_in_processes
-
             for res in run_in_processes(_worker, [(j,) for j in jobs], workers, start_method="fork"):
                 finish(*res)
     finally:
@@ -307,8 +305,6 @@ def prepare_dataset(layout: str, raw_root, out, fps: float = 1.0,
 
 
 def _check_video(out: Path, name: str, entry: dict, manifest: dict) -> list[str]:
-    from surgflow.data.store import StoreArrayError, load_store_array
-
     folder = out / name
     if entry.get("status") != "done":
         return [f"{name}: status {entry.get('status')!r}, not done; re-run prepare to redo it"]
@@ -355,8 +351,6 @@ def check(out, layout: Optional[str] = None, raw_root=None, full_hash: bool = Fa
     if not videos:
         problems.append(f"{out}: no prepared video; run `surgflow prepare LAYOUT RAW_ROOT {out}`")
     if raw_root is not None:
-        from surgflow.data.layouts import get_layout
-
         raws = {r.name: r for r in get_layout(layout or manifest.get("layout", ""))(Path(raw_root))}
         for name, raw in sorted(raws.items()):
             if name not in videos:

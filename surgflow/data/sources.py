@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from surgflow.io_utils import progress
+
 EDGE = 1 << 20  # bytes hashed at each end of a video
 
 
@@ -28,8 +30,6 @@ def _sha256(path: Path, head_tail: bool = False, show: bool = False) -> str:
                 f.seek(max(EDGE, size - EDGE))
                 h.update(f.read(EDGE))
         else:
-            from surgflow.io_utils import progress
-
             with progress(total=os.fstat(f.fileno()).st_size, desc=f"hash {path.name}", unit="B",
                           unit_scale=True, leave=False, disable=not show) as bar:
                 for chunk in iter(lambda: f.read(1 << 22), b""):

@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
+import yaml
+
 from surgflow.io_utils import SurgflowError
 from surgflow.registry import SPLITS  # name -> function(available: list[str]) -> {subset: [...]}
 
@@ -132,8 +134,6 @@ def _load_file(path: Path) -> dict:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
     except Exception as e:
         raise SurgflowError(f"{path}: cannot parse split file ({e}); expected YAML/JSON with "

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 FORMAT_VERSION = 1
 STORAGE = "jpeg_packed"
@@ -23,8 +25,6 @@ MANIFEST = "manifest.json"
 
 def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """RGB uint8 [H, W, 3] -> JPEG bytes exactly as the store writes them."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -32,8 +32,6 @@ def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 def decode_jpeg(data) -> np.ndarray:
     """JPEG bytes -> uint8 [H, W, 3] RGB (raises OSError/ValueError on corrupt data)."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as img:
         img.load()  # decode now: a truncated image fails here, not later
         if img.mode != "RGB":
@@ -49,8 +47,6 @@ def roundtrip(img: np.ndarray) -> np.ndarray:
 
 def video_checksum(folder) -> str:
     """sha256 over the stored frames and labels (file names included, meta.json excluded)."""
-    from pathlib import Path
-
     h = hashlib.sha256()
     for name in DATA_FILES:
         p = Path(folder) / name

@@ -262,7 +262,7 @@ def synthesize(out, videos: int = 12, seed: int = 0, width: int = 320, height: i
     if workers <= 1:
         paths = [_one_video(j) for j in progress(jobs, desc="synth", unit="video")]
     else:
-        from surgflow.parallel import run_in_processes
+        from surgflow.parallel import run_in_processes  # light: --help imports synth
 
         done = progress(run_in_processes(_one_video, [(j,) for j in jobs], workers, start_method="fork"),
                         total=len(jobs), desc="synth", unit="video")

@@ -423,7 +423,7 @@ def render_frames(plan: Plan, rng: np.random.Generator, width: int, height: int,
 def render_video(path: Path, plan: Plan, rng: np.random.Generator, width: int, height: int,
                  profile: SynthProfile = CLEAN, vrng: np.random.Generator | None = None) -> None:
     """Render and encode one video (h264 yuv420p 25 fps, one x264 thread for determinism)."""
-    import av
+    import av  # heavy: av; `surgflow --help` imports this module
 
     tmp_ctx = atomic_path(path)
     tmp = tmp_ctx.__enter__()

@@ -31,7 +31,7 @@ def open_video(source, live: Optional[bool] = None):
 
     SurgflowError names the source and the fix when it cannot be read. A stream without a declared
     frame rate is sampled by its timestamps alone (rate only sets the half-frame rounding: 25)."""
-    import av
+    import av  # heavy: av; store, score and view import this module without decoding
 
     source = str(source)
     url = "://" in source
@@ -134,7 +134,7 @@ def frame_to_rgb(frame, size: Optional[tuple[int, int]] = None, reformatter=None
     when prepare forks its workers hangs them.)"""
     rot = rotation_of(frame)
     if rot % 90 == 0 and rot:  # display matrix: rotate to display orientation, then resize
-        import av
+        import av  # heavy: av; store, score and view import this module without decoding
 
         img = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=rot // 90))
         if size is None:
@@ -144,7 +144,7 @@ def frame_to_rgb(frame, size: Optional[tuple[int, int]] = None, reformatter=None
     if size is None:
         return frame.to_ndarray(format="rgb24")
     if reformatter is None:
-        from av.video.reformatter import VideoReformatter
+        from av.video.reformatter import VideoReformatter  # heavy: av (see open_video)
 
         reformatter = VideoReformatter()
     h, w = int(size[0]), int(size[1])
@@ -221,7 +221,7 @@ def sample_frames(source, fps: float, size: Optional[tuple[int, int]] = None,
             decoded = _decode_checked(container, stream, source, fs)
         else:
             decoded = (fs.see(f) or f for f in container.decode(stream))
-        from av.video.reformatter import VideoReformatter
+        from av.video.reformatter import VideoReformatter  # heavy: av (see open_video)
 
         reformatter = VideoReformatter()  # one swscale context per video
         for i, frame in sample_by_timestamp(decoded, stream.time_base, rate, fps,

@@ -23,7 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+from surgflow.data import splits
 from surgflow.data.annotations import parse_phase_file, parse_tool_file, read_lines, split_fields
+from surgflow.data.targets import anticipation_targets
 from surgflow.evaluation.rates import (  # noqa: F401 (frame_step, subsample, sidecar: re-exported)
     FPS_SIDECAR, Rates, check_rate_lengths, frame_step, kept_rows, note_subsampled, pred_at_rate,
     resolve_rates, subsample, write_fps_sidecar)
@@ -38,8 +40,6 @@ def select_videos(spec: str, available: Sequence[str], where="the ground truth")
     """`--videos`: comma-separated names, numbers, ranges `41-80` (numbers match the video whose
     name ends in them, like named splits), or split names (`cholec80_32_8_40` = its test videos,
     `cholec80_32_8_40:val`); -> sorted names, every one present in `available`."""
-    from surgflow.data import splits
-
     available = sorted(available)
     tokens = [t.strip() for t in str(spec).split(",") if t.strip()]
     if not tokens:
@@ -293,8 +293,6 @@ def load_anticipation_dirs(tool_dir, pred_dir, instruments: Sequence[str], horiz
                            videos: str | None = None, rates: Rates | None = None):
     """Ground truth built from tool annotations for horizon h (minutes) -> (gts, preds)
     {video: float64 [N, I] minutes}; targets are exact float64 frame distances / (60 fps)."""
-    from surgflow.data.targets import anticipation_targets
-
     if not (math.isfinite(horizon) and horizon > 0):
         raise SurgflowError(f"--horizon must be a positive number of minutes (3 or 5 in the "
                             f"literature), got {horizon:g}")

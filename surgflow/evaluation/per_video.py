@@ -11,11 +11,10 @@ import io
 import math
 from pathlib import Path
 
+from surgflow.evaluation.score import evaluation_of
 from surgflow.io_utils import atomic_write_text
 
 def _evaluation(result: dict):
-    from surgflow.evaluation.score import evaluation_of
-
     return evaluation_of(result["task"])  # its columns, digits and unit
 
 

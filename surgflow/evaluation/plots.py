@@ -16,17 +16,17 @@ from surgflow.io_utils import atomic_write_bytes
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when a plot is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: after use("Agg")
 
     return plt
 
 
 def phase_colors(n: int) -> np.ndarray:
     """n RGBA colours [n, 4] for the phases (shared by the plots and the viewer)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy: matplotlib (the viewer takes colours only)
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return np.array([cmap(i % cmap.N) for i in range(n)])
@@ -55,8 +55,8 @@ def phase_ribbons(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
                   non_causal: bool = False, max_videos: int | None = None) -> list[Path]:
     """One PNG per video: ground-truth ribbon above the predicted ribbon, time in minutes."""
     plt = _plt()
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    from matplotlib.colors import ListedColormap  # heavy: matplotlib
+    from matplotlib.patches import Patch  # heavy: matplotlib
 
     out_dir = Path(out_dir)
     colors = phase_colors(len(phase_names))
@@ -143,8 +143,8 @@ def phase_ribbons_compare(gt: Mapping[str, np.ndarray], preds: Mapping[str, Mapp
     """One PNG per video: the ground-truth ribbon above one ribbon per model (preds: {model label:
     {video: int [N]}}), each labelled with its accuracy; time in minutes."""
     plt = _plt()
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    from matplotlib.colors import ListedColormap  # heavy: matplotlib
+    from matplotlib.patches import Patch  # heavy: matplotlib
 
     out_dir = Path(out_dir)
     colors = phase_colors(len(phase_names))

@@ -16,19 +16,28 @@ import contextlib
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from surgflow import runs
+from surgflow.cli_args import format_size
+from surgflow.data import store
+from surgflow.evaluation import files, score
+from surgflow.evaluation.per_video import write_per_video
+from surgflow.evaluation.score import evaluation_of, task_names
+from surgflow.evaluation.tensorboard import log_eval_scores
 from surgflow.io_utils import SurgflowError, atomic_write_text, progress
-from surgflow.runs import RunMeta
+from surgflow.outputs import check_writable_dir
+from surgflow.runs import RunMeta, checkpoint_notes
 
 
 @contextlib.contextmanager
 def _bn_batch_stats(model, enabled: bool):
     """BatchNorm layers in train mode (batch statistics) inside the block; their running
     statistics are restored afterwards so the cheat run does not alter the model."""
-    import torch
+    import torch  # heavy: torch; `surgflow score` paths import this module without it
 
     if not enabled:
         yield
@@ -57,10 +66,9 @@ def predict_dataset(model, dataset, videos: Optional[Iterable[str]], meta, chunk
     tasks), "gt_phase" int64 [N], "gt_tools" [N, K] (when the dataset has tool labels),
     "gt_anticipation" [N, I].
     `cheat`: BatchNorm in train mode (NON-CAUSAL). meta: RunMeta (or a checkpoint meta dict)."""
-    import torch
+    import torch  # heavy: torch; `surgflow score` paths import this module without it
 
-    from surgflow.evaluation.score import evaluation_of, task_names
-    from surgflow.models.video_loop import run_video
+    from surgflow.models.video_loop import run_video  # heavy: torch
 
     evaluations = [evaluation_of(name) for name in task_names()]
     videos = list(dataset.videos if videos is None else videos)
@@ -97,11 +105,6 @@ def write_prediction_files(preds: dict, pred_dir, gt_dir, phase_names: Sequence[
     Phase files keep only labelled frames (Frame = index at the evaluation fps), so prediction and
     ground truth rows match. `fps` is recorded in fps.json in both folders, from which
     `surgflow score` takes the rates (no --gt-fps / --fps needed)."""
-    from types import SimpleNamespace
-
-    from surgflow.evaluation import files
-    from surgflow.evaluation.score import evaluation_of, task_names
-
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     names = SimpleNamespace(phase_names=list(phase_names), tool_names=list(tool_names),
                             instruments=list(instruments))
@@ -118,8 +121,6 @@ def score_predictions(preds: dict, meta, fps: float, label: Optional[str], cheat
                       relaxed: Optional[str] = None, notes: Sequence[str] = (),
                       wmae: str = "per_instrument") -> dict:
     """{task: score_* result} for the tasks the model predicts (wmae: the run's task.wmae)."""
-    from surgflow.evaluation.score import evaluation_of, task_names
-
     meta = RunMeta.coerce(meta)
     res = {}
     for name in task_names():  # Task.order: scores.json and the tables keep one order
@@ -133,8 +134,6 @@ def check_store_matches_run(ds, meta, root, run_dir) -> None:
     """Refuse a prepared store at another frame rate or frame size than the run was trained on:
     the model would see other time steps (its temporal state and the anticipation targets follow
     the rate) or other pixels, and every row would be labelled with the wrong rate."""
-    from surgflow.cli_args import format_size
-
     diffs, fixes = [], []
     if meta.fps is not None and abs(float(ds.fps) - float(meta.fps)) > 1e-6:
         diffs.append(f"{ds.fps:g} fps (the run: {meta.fps:g} fps)")
@@ -160,16 +159,11 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     """Evaluate a run on a split subset; returns {"scores": {task: result}, <task>: result (same
     objects, for convenience), "out": dir, "json": path, "predictions": dir, "ground_truth": dir,
     "plots": [paths], "text": table, "rescore": command, "preds": predict_dataset output}."""
-    from surgflow.data.store import PreparedDataset
-    from surgflow.evaluation import score
-    from surgflow.outputs import check_writable_dir
-    from surgflow.runs import load_model
-
     if chunk is not None and int(chunk) < 1:
         raise SurgflowError(f"--chunk {chunk}: must be >= 1 frame")
     info: dict = {}
-    model, cfg, meta = load_model(run_dir, checkpoint, device, info=info)
-    from surgflow.runs import checkpoint_notes
+    # looked up at call time (module attributes), as the tests' stand-ins replace them
+    model, cfg, meta = runs.load_model(run_dir, checkpoint, device, info=info)
 
     ckpt_notes = checkpoint_notes(run_dir, info)  # which step; a live run; an unchecked best.pt
     if not quiet:
@@ -181,7 +175,7 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
         raise SurgflowError(f"{run_dir}: checkpoint meta has no dataset_root; pass --data-root")
     store_notes: list[str] = []  # missing videos and why: printed, and kept in the protocol notes
     try:
-        ds = PreparedDataset(root, split=meta.split, subset=split, log=store_notes.append)
+        ds = store.PreparedDataset(root, split=meta.split, subset=split, log=store_notes.append)
     except SurgflowError:
         if data_root or (Path(root) / "manifest.json").is_file():
             raise
@@ -193,7 +187,7 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
         raise SurgflowError(f"split '{meta.split}' has no '{split}' videos in "
                             f"{root}; choose another --split (val or test)")
     check_store_matches_run(ds, meta, root, run_dir)
-    from surgflow.models.video_loop import default_chunk
+    from surgflow.models.video_loop import default_chunk  # heavy: torch
 
     chunk = int(chunk if chunk is not None else default_chunk(cfg))  # validation uses the same
     tag = f"{split}_NONCAUSAL" if cheat else split
@@ -230,11 +224,9 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
                       "NON-CAUSAL": bool(cheat), "data_root": str(Path(root).resolve()),
                       "data_split": meta.split,  # the store read: `surgflow view` takes frames there
                       "scores": scores, "phase_diagnostics": diag}, json_path)
-    from surgflow.evaluation.per_video import write_per_video
 
     for task, r in scores.items():  # scores.<task>.per_video.csv / .md
         write_per_video(r, json_path, task)
-    from surgflow.evaluation.tensorboard import log_eval_scores
 
     log_eval_scores(run_dir, scores, tag, checkpoint)  # beside the training curves in TensorBoard
     written: list[Path] = []

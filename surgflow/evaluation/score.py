@@ -11,15 +11,20 @@ dict as aligned text; with a `label` (eval passes the split name) every line sta
 """
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from surgflow.evaluation import (anticipation_metrics, phase_metrics, relaxed as relaxed_mod,
-                                 segment_metrics, tool_metrics)
+from surgflow.evaluation import (anticipation_metrics, files, phase_metrics, plots as plots_mod,
+                                 relaxed as relaxed_mod, segment_metrics, tool_metrics)
+from surgflow.evaluation.diagnostics import format_diagnostics, phase_diagnostics
+from surgflow.evaluation.files import compact_names
 from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
+from surgflow.labels import CHOLEC80_PHASES
+from surgflow.registry import TASKS
 
 NON_CAUSAL_NOTE = ("NON-CAUSAL: the model ran in train mode (BatchNorm used batch statistics, which "
                    "include future frames); these numbers are not valid online results")
@@ -128,7 +133,6 @@ def score_phase(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarray],
         res["per_phase"][name] = entry
     if relaxed:
         res["relaxed"] = _relaxed_block(relaxed, gt, pred, fps, phase_names, gt_only)
-        from surgflow.labels import CHOLEC80_PHASES
 
         if list(phase_names) != list(CHOLEC80_PHASES):
             protocol["notes"].append("relaxed boundaries use the Cholec80 script's phase-pair rules "
@@ -178,7 +182,6 @@ def _relaxed_block(variant: str, gt, pred, fps, phase_names, gt_only) -> dict:
             block["per_phase"][name] = {m: _pct(r["per_phase"]["phases"][m]["mean"][i])
                                         for m in phase_metrics.CLASS_METRICS}
         return block
-    from surgflow.io_utils import SurgflowError
 
     raise SurgflowError(f"--relaxed must be one of {relaxed_mod.VARIANTS}, got {variant!r}")
 
@@ -232,8 +235,6 @@ def score_anticipation(gt: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarr
                        clip: bool = False, wmae: str = "per_instrument",
                        protocol_extra: Mapping | None = None) -> dict:
     """inMAE ... mMAE and MAE per instrument and their mean (minutes) on {video: [N, I]} minutes."""
-    from surgflow.io_utils import SurgflowError
-
     if not (math.isfinite(float(horizon)) and float(horizon) > 0):
         raise SurgflowError(f"the horizon must be a positive number of minutes, got {horizon}")
     if wmae not in anticipation_metrics.WMAE_CONVENTIONS:
@@ -338,7 +339,6 @@ def format_table(result: dict) -> str:
     if p.get("NON-CAUSAL"):
         title = "NON-CAUSAL " + title + " (model in train mode: not valid online results)"
     lines += [title, "=" * min(len(title), 100)]
-    from surgflow.evaluation.files import compact_names
 
     lines.append(f"videos: {compact_names(p['videos'])}"
                  + (f"  (--videos {p['videos_selection']})" if p.get("videos_selection") else ""))
@@ -457,8 +457,6 @@ class PhaseEvaluation(TaskEvaluation):
         return {v: r["ids"] for v, r in records.items()}
 
     def write_files(self, rec, video, pred_dir, gt_dir, names):
-        from surgflow.evaluation import files
-
         if "phase" in rec:  # only labelled frames (Frame = index at the evaluation fps), as the gt
             gt = rec["gt_phase"]
             keep = np.flatnonzero(gt >= 0)
@@ -513,19 +511,14 @@ class PhaseEvaluation(TaskEvaluation):
         """Pooled per-phase P/R/F1, confusion, phases never predicted on a video."""
         if not _has(preds, "phase"):
             return None
-        from surgflow.evaluation.diagnostics import phase_diagnostics
 
         return phase_diagnostics({v: preds[v]["gt_phase"] for v in preds},
                                  {v: preds[v]["phase"] for v in preds}, names.phase_names, unit=unit)
 
     def format_diagnostics(self, diag, label):
-        from surgflow.evaluation.diagnostics import format_diagnostics
-
         return format_diagnostics(diag, label)
 
     def plots(self, preds, videos, result, names, pdir, fps, label, non_causal):
-        from surgflow.evaluation import plots as plots_mod
-
         written = plots_mod.phase_ribbons({v: preds[v]["gt_phase"] for v in videos},
                                           {v: preds[v]["phase"] for v in videos},
                                           names.phase_names, pdir, fps, label, non_causal)
@@ -543,8 +536,6 @@ class ToolsEvaluation(TaskEvaluation):
         return {} if tools is None else {"gt_tools": np.asarray(tools, dtype=np.float32)}
 
     def write_files(self, rec, video, pred_dir, gt_dir, names):
-        from surgflow.evaluation import files
-
         if "tools_prob" in rec:
             files.write_table(pred_dir / f"{video}{files.SUFFIX['tool']}", rec["tools_prob"],
                               names.tool_names)
@@ -593,8 +584,6 @@ class AnticipationEvaluation(TaskEvaluation):
         return {"val/wMAE": mean["wMAE"], "val/inMAE": mean["inMAE"], "val/outMAE": mean["outMAE"]}
 
     def write_files(self, rec, video, pred_dir, gt_dir, names):
-        from surgflow.evaluation import files
-
         if "anticipation_min" in rec:
             files.write_table(pred_dir / f"{video}{files.SUFFIX['anticipation']}",
                               rec["anticipation_min"], names.instruments)
@@ -619,8 +608,6 @@ class AnticipationEvaluation(TaskEvaluation):
         return lines
 
     def plots(self, preds, videos, result, names, pdir, fps, label, non_causal):
-        from surgflow.evaluation import plots as plots_mod
-
         return plots_mod.anticipation_curves({v: preds[v]["gt_anticipation"] for v in videos},
                                              {v: preds[v]["anticipation_min"] for v in videos},
                                              names.instruments, names.horizon, pdir, fps, label,
@@ -633,10 +620,6 @@ PHASE, TOOLS, ANTICIPATION = PhaseEvaluation(), ToolsEvaluation(), AnticipationE
 def evaluation_of(name: str) -> TaskEvaluation:
     """The evaluation of registered task `name` (its class's `evaluation`: an object or a
     "module:attribute" string, imported here because models/ must not import evaluation/)."""
-    import importlib
-
-    from surgflow.registry import TASKS
-
     ev = TASKS.get(name).evaluation
     if isinstance(ev, str):
         module, _, attr = ev.partition(":")
@@ -646,7 +629,6 @@ def evaluation_of(name: str) -> TaskEvaluation:
 
 def task_names() -> list[str]:
     """Every registered task, by Task.order (phase, tools, anticipation, then plugins)."""
-    from surgflow.models.tasks import ordered
-    from surgflow.registry import TASKS
+    from surgflow.models.tasks import ordered  # heavy: torch; `surgflow score` imports this module without it
 
     return ordered(TASKS.names())

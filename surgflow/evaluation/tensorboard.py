@@ -49,7 +49,7 @@ def log_eval_scores(run_dir, scores: dict, tag: str, checkpoint: str = "best",
     except OSError as e:
         log(f"cannot write to {run / 'tb'} ({e.strerror or e}): {skip}")
         return []
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # heavy: torch, tensorboard
 
     step = int(load_checkpoint(resolve_checkpoint_path(run_dir, checkpoint)).get("step", 0))
     values = score_scalars(scores, tag)

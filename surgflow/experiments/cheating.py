@@ -18,7 +18,10 @@ is tuned to produce an outcome.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import shlex
 import sys
 import time
@@ -26,12 +29,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
+from surgflow.config import from_dict
+from surgflow.data.prepare import prepare
+from surgflow.data.store import PreparedDataset
+from surgflow.data.synth import synthesize
+from surgflow.evaluation.runner import evaluate_run
+from surgflow.evaluation.score import anticipation_baselines
 from surgflow.experiments import report as rep
 # the definitions the report shares live there: cheating imports cheating_report, never the reverse
 from surgflow.experiments.cheating_report import (ROWS, VARIANTS, CheatingSetup, baseline_rows,
                                                   conclusion, instruments, markdown_report,
                                                   paired_rows, plot_loss_curves, seed_summary)
-from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
+from surgflow.io_utils import SurgflowError, atomic_torch_save, atomic_write_json, atomic_write_text
+from surgflow.parallel import run_in_processes
 
 METRICS = ("inMAE", "outMAE", "wMAE")
 
@@ -49,9 +61,6 @@ def _log(msg: str) -> None:
 def trivial_baselines(prepared: Path, train: list[str], test: list[str], horizon: float) -> dict:
     """inMAE/outMAE/wMAE (min) on the test videos of the predictions that read no frames
     (evaluation.score.anticipation_baselines: constant h, train mean, per-phase prior)."""
-    from surgflow.data.store import PreparedDataset
-    from surgflow.evaluation.score import anticipation_baselines
-
     ds, inst = PreparedDataset(prepared), instruments()
     gt = {v: ds.anticipation(v, horizon, inst) for v in train + test}
     phases = {v: ds.phase(v) for v in train + test}
@@ -62,9 +71,6 @@ def trivial_baselines(prepared: Path, train: list[str], test: list[str], horizon
 # --------------------------------------------------------------------------- data
 def _prepare_data(out: Path, s: CheatingSetup) -> tuple[Path, Path, list[str], list[str]]:
     """Synthesize and prepare once; returns (prepared root, split file, train, test videos)."""
-    from surgflow.data.prepare import prepare
-    from surgflow.data.synth import synthesize
-
     raw, prepared = out / "data" / "raw", out / "data" / "prepared"
     names = [f"video{i:02d}" for i in range(1, s.videos + 1)]
     if not all((raw / "videos" / f"{n}.mp4").is_file() for n in names):
@@ -83,10 +89,6 @@ def _prepare_data(out: Path, s: CheatingSetup) -> tuple[Path, Path, list[str], l
 
 def instrument_uses(prepared: Path) -> dict[str, float]:
     """Mean number of uses (onsets at 1 fps) per video of each anticipated instrument."""
-    import numpy as np
-
-    from surgflow.data.store import PreparedDataset
-
     ds = PreparedDataset(prepared)
     counts: dict[str, list[int]] = {i: [] for i in instruments()}
     for v in ds.videos:
@@ -105,15 +107,13 @@ def _init_weights(out: Path, s: CheatingSetup, seed: int, prepared: Path, split:
     i.e. not normalise at all; the paper freezes ImageNet statistics. The calibration gives frozen
     BN real statistics without looking at test videos; GroupNorm ignores them and native BN
     re-estimates them during training."""
-    import timm
-    import torch
+    import timm  # heavy: timm; `surgflow experiment --help` imports this module
+    import torch  # heavy: torch, only where a job runs
 
-    from surgflow.data.store import PreparedDataset
-    from surgflow.io_utils import atomic_torch_save
-    from surgflow.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+    from surgflow.models.backbones import IMAGENET_MEAN, IMAGENET_STD  # heavy: torch
 
     if s.pretrained:  # the same ImageNet weights (and statistics) for every seed and variant
-        from surgflow.models.offline_weights import SOURCES, timm_weights_file
+        from surgflow.models.offline_weights import SOURCES, timm_weights_file  # heavy: torch
 
         if s.pretrained in SOURCES and SOURCES[s.pretrained].timm_name != s.backbone:
             raise SurgflowError(f"pretrained '{s.pretrained}' is for backbone "
@@ -149,8 +149,6 @@ def _init_weights(out: Path, s: CheatingSetup, seed: int, prepared: Path, split:
 
 def _config(s: CheatingSetup, variant: str, seed: int, prepared: Path, split: Path, device: str,
             init: Optional[Path] = None):
-    from surgflow.config import from_dict
-
     norm = VARIANTS[variant][0]
     return from_dict({
         "name": f"cheating-{variant}-seed{seed}",
@@ -167,7 +165,7 @@ def _config(s: CheatingSetup, variant: str, seed: int, prepared: Path, split: Pa
 
 
 def _train(cfg, run_dir: Path) -> None:
-    from surgflow.training.trainer import train
+    from surgflow.training.trainer import train  # heavy: torch, timm
 
     last = run_dir / "checkpoints" / "last.pt"
     # an existing run of the same config is resumed (finished runs return at once)
@@ -184,13 +182,7 @@ def _job(out: str, s: CheatingSetup, variant: str, seed: int, prepared: str, spl
     """Train one (seed, variant) and evaluate it: {"curve": [(step, loss)], "evals": {row: {...}}}.
     Runs in the calling process or in a spawned worker (quiet: the trainer's log goes to the
     run's log.txt only)."""
-    import contextlib
-    import io
-    import os
-
-    import torch
-
-    from surgflow.evaluation.runner import evaluate_run
+    import torch  # heavy: torch, only where a job runs
 
     if threads and str(device) == "cpu":
         torch.set_num_threads(int(threads))
@@ -230,9 +222,7 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
     workers: trainings run in parallel in that many spawned processes (default: 1 for --quick or
     a GPU, else min(2, CPU count)); threads: torch CPU threads per training (default 1: the models
     are tiny, and on a busy machine OpenMP oversubscription slowed them 15x in our measurement)."""
-    import os
-
-    import torch
+    import torch  # heavy: torch, only where a job runs
 
     t0 = time.perf_counter()
     if seeds < 1:
@@ -277,8 +267,6 @@ def run_cheating_experiment(out, seeds: int = 5, quick: bool = False, device: st
         finally:
             torch.set_num_threads(old_threads)
     else:
-        from surgflow.parallel import run_in_processes
-
         for res in run_in_processes(_job, jobs, workers, quiet=True):
             report(res)
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from surgflow.config import TaskConfig
+from surgflow.evaluation.score import WMAE_DESCRIPTION
 from surgflow.experiments import report as rep
 
 
@@ -67,8 +69,6 @@ ROWS = {
 
 def instruments() -> list[str]:
     """The anticipated instruments (the task defaults)."""
-    from surgflow.config import TaskConfig
-
     return list(TaskConfig().instruments)
 
 
@@ -176,9 +176,6 @@ def conclusion(rows: dict, seeds: int, train_loss: Optional[dict] = None) -> str
 
 def _wmae_convention() -> str:
     """Which mean wMAE the table shows: the experiment's runs keep the config default."""
-    from surgflow.config import TaskConfig
-    from surgflow.evaluation.score import WMAE_DESCRIPTION
-
     return WMAE_DESCRIPTION[TaskConfig().wmae]
 
 

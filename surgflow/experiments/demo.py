@@ -8,6 +8,10 @@ paired per-seed differences.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import shutil
 import sys
 import time
@@ -15,9 +19,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from surgflow.config import from_dict, load_config, to_dict
+from surgflow.data.prepare import prepare_dataset
+from surgflow.data.synth import synthesize
+from surgflow.evaluation.runner import evaluate_run
+from surgflow.evaluation.score import score_anticipation
 # the definitions the report shares live there: demo imports demo_report, never the reverse
 from surgflow.experiments.demo_report import MODELS, PRESET, ROWS, row_title, write_report  # noqa: F401
 from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text, heartbeat
+from surgflow.parallel import run_in_processes
+from surgflow.runs import load_model
 
 DEMO_MARKER = ".surgflow-demo"
 
@@ -67,8 +78,6 @@ def check_out_dir(out: Path) -> None:
 
 def _raw_matches(raw: Path, s: DemoSettings, seed: int) -> bool:
     """An earlier demo's raw videos are reused only when synth.json records this demo's data."""
-    import json
-
     try:
         rec = json.loads((raw / "synth.json").read_text())
     except (OSError, ValueError):
@@ -85,8 +94,6 @@ def _stage(title: str) -> None:
 def _train_config(s: DemoSettings, root: Path, split: Path, norm: str, name: str, seed: int) -> dict:
     """The preset's training recipe (optimiser, lr, schedule, weight decay) with the demo's data,
     tasks, norm, seed and epoch budget."""
-    from surgflow.config import load_config, to_dict
-
     train = to_dict(load_config(PRESET))["train"]
     train.update(strategy="carry_hidden", seq_len=s.seq_len, batch_size=s.lanes, epochs=s.epochs,
                  seed=seed, best_metric="val/accuracy", device="cpu", log_every=10, max_steps=0)
@@ -102,8 +109,6 @@ def _train_config(s: DemoSettings, root: Path, split: Path, norm: str, name: str
 
 def _summarise(ev: dict) -> dict:
     """What the report needs from one evaluate_run result (small and picklable)."""
-    from surgflow.evaluation.score import score_anticipation
-
     ph, an, preds = ev["phase"], ev["anticipation"], ev["preds"]
     instruments, horizon = an["protocol"]["instruments"], float(an["protocol"]["horizon"])
     per_video = {}
@@ -124,15 +129,9 @@ def _job(out: str, s: DemoSettings, key: str, seed: int, prepared: str, split: s
          threads: Optional[int], quiet: bool) -> dict:
     """Train one (model, seed) and evaluate it on the test videos; in-process or in a spawned worker
     (quiet: the trainer's log goes to the run's log.txt only)."""
-    import contextlib
-    import io
-    import os
+    import torch  # heavy: torch, only where a job runs
 
-    import torch
-
-    from surgflow.config import from_dict
-    from surgflow.evaluation.runner import evaluate_run
-    from surgflow.training.trainer import train
+    from surgflow.training.trainer import train  # heavy: torch, timm
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -171,8 +170,6 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
             print(f"training {MODELS[j[2]][1]} seed {j[3]}", flush=True)
             report(_job(*j, quiet=False))
     else:
-        from surgflow.parallel import run_in_processes
-
         for res in run_in_processes(_job, jobs, workers, quiet=True):
             report(res)
     return sorted(done, key=lambda r: (list(MODELS).index(r["key"]), r["seed"]))
@@ -181,14 +178,9 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
 def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int = 0,
              seeds: Optional[int] = None, workers: Optional[int] = None,
              settings: Optional[DemoSettings] = None) -> Path:
-    import os
+    import torch  # heavy: torch, only where a job runs
 
-    import torch
-
-    from surgflow.audit.audit import audit_model
-    from surgflow.data.prepare import prepare_dataset
-    from surgflow.data.synth import synthesize
-    from surgflow.runs import load_model
+    from surgflow.audit.audit import audit_model  # heavy: torch
 
     s = settings or (QUICK if quick else FULL)
     n_seeds = int(seeds or s.seeds)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from surgflow.config import load_config, to_dict
+from surgflow.evaluation import plots
+from surgflow.evaluation.diagnostics import phase_diagnostics
+from surgflow.evaluation.viewer import write_view
 from surgflow.experiments import report as rep
 from surgflow.io_utils import atomic_write_json
 
@@ -93,8 +97,6 @@ def phase_section(L: list[str], results: list[dict], phase_names, n_seeds: int) 
     """Per-phase precision/recall/F1 (frames of all seeds and test videos pooled) and warnings for
     phases never predicted on some (test video, seed) pairs, per model row; appended to L.
     Returns {row: phase_diagnostics result} for summary.json."""
-    from surgflow.evaluation.diagnostics import phase_diagnostics
-
     out = {}
     for r in ROWS:
         evs = [(res["seed"], res["evals"][r]) for res in results if r in res["evals"]]
@@ -132,8 +134,6 @@ def weights_words(s) -> str:
 
 def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict, quick: bool,
                  n_seeds: int, workers: int, split: Path) -> Path:
-    from surgflow.evaluation import plots
-
     out = Path(out)
     values = per_seed(results)
     comps = comparisons(values)
@@ -269,8 +269,6 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
 def _viewer_section(out: Path, seed: int) -> list[str]:
     """`surgflow view` of the seed's evaluations side by side (viewer/index.html) and its link;
     nothing when the evaluation folders are not there (a report rebuilt from results only)."""
-    from surgflow.evaluation.viewer import write_view
-
     rows = [r for r in ROWS if any((out / "eval" / f"{r}_seed{seed}" / f).is_file()
                                    for f in ("scores.json", "NONCAUSAL_scores.json"))]
     if not rows:
@@ -285,8 +283,6 @@ def _viewer_section(out: Path, seed: int) -> list[str]:
 
 
 def _recipe() -> str:
-    from surgflow.config import load_config, to_dict
-
     t = to_dict(load_config(PRESET))["train"]
     keys = ("optimizer", "lr", "weight_decay", "lr_schedule", "warmup_steps", "lr_min", "grad_clip")
     return ", ".join(f"{k} {t[k]}" for k in keys if k in t)

@@ -100,7 +100,7 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em aut
 
 def markdown_to_html(text: str, title: str = "surgflow report") -> str:
     """The report's Markdown as a standalone HTML page (tables, emphasis, code, images)."""
-    import markdown
+    import markdown  # heavy: markdown, only for report.html
 
     body = markdown.markdown(text, extensions=["tables", "sane_lists"], output_format="html")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -147,10 +147,10 @@ def curve(run_dir, key: str, x: str = "epoch") -> list[tuple[float, float]]:
 
 # --------------------------------------------------------------------------- plots
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when a curve is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: after use("Agg")
 
     return plt
 

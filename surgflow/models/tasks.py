@@ -74,6 +74,18 @@ class Task(nn.Module):
         `task` section); returns what the sampler must load for it ({"instruments": [...]})."""
         return {}
 
+    @classmethod
+    def training_inputs(cls, train_ds) -> dict:
+        """What `from_config` takes from the training subset (a PreparedDataset), as keyword
+        arguments merged over the configured tasks (`task_training_inputs`): phase's label counts
+        for its class weights. Read before the model is built; {} when the task needs nothing."""
+        return {}
+
+    def run_meta(self) -> dict:
+        """RunMeta fields this built task layer fixes ({"horizon": h} for anticipation): what a
+        checkpoint whose meta and config lack them takes from its model (runs.RunMeta.from_dict)."""
+        return {}
+
     def target(self, batch) -> torch.Tensor:
         """This task's target of a samplers.Batch ([B, T, ...])."""
         return _field(batch, self.name)
@@ -106,6 +118,15 @@ def check_task_labels(tasks, task_cfg, ds, where: str) -> list[str]:
     return list(needs.get("instruments", []))
 
 
+def task_training_inputs(tasks, train_ds) -> dict:
+    """The tasks' `training_inputs` over the training subset, merged: build_model's keyword
+    arguments for the task layers ({"phase_counts": int64 [P]} when phase is configured)."""
+    inputs: dict = {}
+    for name in ordered(tasks):
+        inputs.update(TASKS.get(name).training_inputs(train_ds))
+    return inputs
+
+
 @TASKS.register("phase")
 class PhaseTask(Task):
     name, output_keys, order = "phase", ("phase",), 0
@@ -116,6 +137,10 @@ class PhaseTask(Task):
         if not ds.phase_names:
             raise SurgflowError(f"task.tasks: 'phase' needs phase labels but {where} has none")
         return {}
+
+    @classmethod
+    def training_inputs(cls, train_ds):
+        return {"phase_counts": train_ds.phase_counts()}  # median-frequency class weights
 
     def __init__(self, in_dim: int, num_phases: int, weights: Optional[Sequence[float]] = None):
         super().__init__()
@@ -232,6 +257,9 @@ class AnticipationTask(Task):
     def from_config(cls, in_dim, cfg, num_instruments=0, **_dims) -> "AnticipationTask":
         return cls(in_dim, num_instruments, cfg.task.horizon, cfg.task.anticipation_ce_weight)
 
+    def run_meta(self):
+        return {"horizon": self.horizon}  # the layer's outputs are minutes / horizon
+
     def forward(self, h):
         B, T, _ = h.shape
         return {"anticipation": self.reg(h),  # [B, T, I], minutes / h
@@ -264,6 +292,7 @@ class AnticipationTask(Task):
 
 
 def build_task(name: str, in_dim: int, cfg, num_phases: int, num_tools: int, num_instruments: int,
-               phase_counts=None) -> Task:
+               phase_counts=None, **task_inputs) -> Task:
+    """task_inputs: more of `task_training_inputs` (a plugin's); each task takes what it names."""
     return TASKS.build(name, in_dim, cfg, num_phases=num_phases, num_tools=num_tools,
-                       num_instruments=num_instruments, phase_counts=phase_counts)
+                       num_instruments=num_instruments, phase_counts=phase_counts, **task_inputs)

@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from surgflow.data.samplers import iter_video_chunks
+
 
 class ChunkStepper:
     """One lane of causal inference: `step(frames [1, T, 3, H, W])` -> raw outputs of those T frames
@@ -68,8 +70,6 @@ def run_video(model, dataset, video: str, chunk: int, horizon: float = 3.0,
               instruments: Sequence[str] = (), device="cpu", keep_features: bool = False,
               features_only: bool = False) -> VideoRun:
     """Run `model` (a SurgflowModel, in the mode the caller set) over `video` of `dataset`."""
-    from surgflow.data.samplers import iter_video_chunks
-
     causal = bool(getattr(model, "is_causal", True))
     stepper = ChunkStepper(model, device)
     feats, parts, labels = [], [], []

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from surgflow.data.video import frame_to_rgb, open_video
 from surgflow.io_utils import (SurgflowError, atomic_path, atomic_write_json, heartbeat, progress,
                                require_extra)
+from surgflow.online.predictor import OnlinePredictor
 from surgflow.outputs import disk_full_error, is_disk_full
 
 OUTPUT_KEYS = ("phase_prob", "tools_prob", "anticipation_min")
@@ -58,8 +60,6 @@ def stream_frames(n: int, size: tuple[int, int], seed: int = 0, video: str | Non
     `video` (at 1 frame per decoded frame, prepare's resize) or smooth deterministic noise."""
     H, W = size
     if video is not None:
-        from surgflow.data.video import frame_to_rgb, open_video
-
         frames = []
         container, _, _ = open_video(video)
         try:
@@ -86,8 +86,6 @@ def export_onnx(model: torch.nn.Module, meta, path: str | Path, verify_frames: i
                 video: str | None = None, opset: int = 17, log=print) -> dict:
     """Export, verify against PyTorch over `verify_frames` streamed frames, write `path` and
     `path.json`. Returns the JSON dict (with parity["max_abs_diff"])."""
-    from surgflow.online.predictor import OnlinePredictor
-
     require_extra("onnx", "onnx", "`surgflow export`")
     ort = require_extra("onnxruntime", "onnx", "`surgflow export`")
 

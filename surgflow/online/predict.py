@@ -18,15 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from surgflow.data.annotations import parse_phase_file
 from surgflow.data.store_format import roundtrip as store_roundtrip  # prepare's JPEG round trip
 from surgflow.data.video import frame_to_rgb, is_stream, open_video, rotation_note, sample_frames
+from surgflow.evaluation.files import SUFFIX, write_phase_file, write_table
 from surgflow.evaluation.rates import FPS_SIDECAR, read_fps_sidecar, write_fps_sidecar
 from surgflow.io_utils import SurgflowError, progress
+from surgflow.online.render import OverlayRenderer, SourceRateOverlay
 from surgflow.outputs import check_output_file, check_writable_dir, disk_full_error, is_disk_full
 
 def resize_array(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB [h, w, 3] -> [H, W, 3] with the same resampler (swscale via PyAV)."""
-    import av
+    import av  # heavy: av; the predictor imports this module for the array path
 
     return frame_to_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"), size)
 
@@ -41,8 +44,6 @@ def _name_for(source: str) -> str:
 def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], meta) -> list[Path]:
     """Write the files `surgflow score` reads, with the evaluation writers:
     `<video>-phase.txt` (argmax phase names), `-tool.txt` (probabilities), `-anticipation.txt` (min)."""
-    from surgflow.evaluation.files import SUFFIX, write_phase_file, write_table
-
     out_dir = Path(out_dir)
     written = []
     if "phase_prob" in preds:
@@ -65,8 +66,6 @@ def read_gt_ribbon(path, phase_names, gt_fps: float, fps: float, expected: int |
                    inferred: bool) -> np.ndarray:
     """Ground-truth phase ids at the sampling rate (rows i * gt_fps / fps of a `Frame\tPhase`
     file) for the overlay's truth ribbon; refuses a file whose length does not fit the video."""
-    from surgflow.data.annotations import parse_phase_file
-
     _frames, ids = parse_phase_file(path, list(phase_names), what="--gt phase file")
     step = gt_fps / fps
     n = int(len(ids) / step + 1e-9) if step > 0 else 0
@@ -132,8 +131,6 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
 
     renderer = tap = None
     if render is not None:
-        from surgflow.online.render import OverlayRenderer, SourceRateOverlay
-
         if render_at not in ("source", "sampling"):
             raise SurgflowError(f"--render-at {render_at!r}: expected source or sampling")
         src_fps = float(_rate) if _rate else fps

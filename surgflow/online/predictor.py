@@ -21,7 +21,8 @@ import torch
 
 from surgflow.io_utils import SurgflowError
 from surgflow.models.video_loop import ChunkStepper
-from surgflow.runs import RunMeta
+from surgflow.online.predict import resize_array  # same resampler as the video path
+from surgflow.runs import RunMeta, load_model
 
 FRAME_HELP = ("pass one RGB frame: a numpy array uint8 [H, W, 3] (values 0-255) or float [H, W, 3] "
               "in [0, 1], or a torch tensor [3, H, W] (uint8, or float in [0, 1])")
@@ -36,7 +37,6 @@ def resize_rgb(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     H, W = int(size[0]), int(size[1])
     if frame.shape[0] == H and frame.shape[1] == W:
         return frame
-    from surgflow.online.predict import resize_array  # same resampler as the video path
 
     return resize_array(frame, (H, W))
 
@@ -138,8 +138,6 @@ class OnlinePredictor:
 
     @classmethod
     def from_checkpoint(cls, path_or_run: str, which: str = "best", device: str = "cpu") -> "OnlinePredictor":
-        from surgflow.runs import load_model
-
         model, _cfg, meta = load_model(path_or_run, which=which, device=device)
         return cls(model, meta, device=device)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
+from surgflow.data.video import frame_to_rgb
 from surgflow.io_utils import SurgflowError, atomic_path
 
 # tab10-like palette; phase i gets colour i (cycled).
@@ -50,7 +52,7 @@ class OverlayRenderer:
     def __init__(self, path: str | Path, fps: float, phase_names: list[str], instruments: list[str],
                  horizon: float, width: int = 640, expected_frames: int | None = None,
                  sample_fps: Optional[float] = None, gt: Optional[np.ndarray] = None):
-        import av
+        import av  # heavy: av, only when an overlay is written
 
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".mkv", ".mov"):
@@ -105,8 +107,6 @@ class OverlayRenderer:
 
     @staticmethod
     def _font():
-        from PIL import ImageFont
-
         try:
             return ImageFont.load_default(size=13)
         except TypeError:  # Pillow < 10.1
@@ -126,8 +126,6 @@ class OverlayRenderer:
     def draw(self, frame: np.ndarray, pred: dict, time_s: Optional[float] = None) -> np.ndarray:
         """uint8 [h, w, 3] + the prediction dict held for it (OnlinePredictor.step output) + the
         frame's time in seconds -> uint8 [H, W, 3]."""
-        from PIL import Image, ImageDraw
-
         if self.container is None:
             self._open(frame.shape[0], frame.shape[1])
         if pred.get("frame") != self._last_pred_frame and "phase_prob" in pred:
@@ -245,8 +243,6 @@ class SourceRateOverlay:
     prediction for a frame right after that frame was decoded."""
 
     def __init__(self, renderer: OverlayRenderer, time_base=None):
-        from surgflow.data.video import frame_to_rgb
-
         self.renderer, self.to_rgb = renderer, frame_to_rgb
         self.time_base = float(time_base) if time_base is not None else None
         self.pending = None

@@ -13,9 +13,13 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
+from surgflow.audit.guards import bn_pitfall_warning
 from surgflow.config import Config
+from surgflow.data.augment import build_augment
+from surgflow.data.store import PreparedDataset
 from surgflow.io_utils import SurgflowError
-from surgflow.models.tasks import check_task_labels
+from surgflow.models.model import build_model
+from surgflow.models.tasks import check_task_labels, task_training_inputs
 from surgflow.training.runtime import Runtime
 from surgflow.training.strategies import Strategy, TrainContext, build_strategy
 
@@ -48,10 +52,6 @@ def build_training(cfg: Config, rt: Runtime, log: Optional[Callable[[str], None]
     WARNING lines, the data and model summary, the BN pitfall warning, runtime notes); None: the
     dataset's notes as warnings, nothing else said. augment: "config" (build_augment(cfg)), None
     (off) or any callable like ClipAugment. load_pretrained: False for random weights (audits)."""
-    from surgflow.data.augment import build_augment
-    from surgflow.data.store import PreparedDataset
-    from surgflow.models.model import build_model
-
     say = log or (lambda msg: None)
     if not cfg.data.root:
         raise SurgflowError("data.root: not set; point it to a dataset written by `surgflow prepare`")
@@ -78,15 +78,14 @@ def build_training(cfg: Config, rt: Runtime, log: Optional[Callable[[str], None]
             f"(checkpoints are never selected on test)")
 
     # the model, seeded identically on every rank (setup_runtime seeded them)
-    counts = train_ds.phase_counts() if "phase" in cfg.task.tasks else None
+    # what the task layers take from the training subset (phase: its label counts)
+    task_inputs = task_training_inputs(cfg.task.tasks, train_ds)
     model = build_model(cfg, num_phases=len(ds.phase_names), num_tools=len(ds.tool_names),
-                        num_instruments=len(instruments), phase_counts=counts, size=tuple(ds.size),
-                        load_pretrained=load_pretrained)
+                        num_instruments=len(instruments), size=tuple(ds.size),
+                        load_pretrained=load_pretrained, **task_inputs)
     model = rt.prepare_model(model)
     model.train()
     if log is not None:
-        from surgflow.audit.guards import bn_pitfall_warning
-
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         log(f"model: {cfg.model.backbone} ({cfg.model.norm}) + {cfg.model.head}, tasks "

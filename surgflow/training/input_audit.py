@@ -16,12 +16,17 @@ exactly what training builds; `surgflow audit CONFIG` reports its findings with 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
 
 from surgflow.audit.audit import REL_TOL, Finding, max_change
 from surgflow.io_utils import SurgflowError
+from surgflow.training import build
+from surgflow.training.runtime import setup_runtime
+from surgflow.training.strategies import trim_padding
 
 FIX_AUGMENT = ("share the random parameters over the clip but apply every operation frame by frame "
                "(surgflow's ClipAugment: contrast blends each frame towards its own mean grey); "
@@ -34,11 +39,6 @@ def build_training_path(cfg, augment: Union[str, Callable, None] = "config"):
     """The strategy of `surgflow train` for `cfg` (training/build.py: the trainer's own builder),
     with random weights. augment: "config" (the config's own: build_augment), None (off) or any
     callable like ClipAugment."""
-    from pathlib import Path
-
-    from surgflow.training import build
-    from surgflow.training.runtime import setup_runtime
-
     if not cfg.data.root or not (Path(cfg.data.root) / "manifest.json").is_file():
         raise SurgflowError(f"data.root: '{cfg.data.root}' is not a dataset written by `surgflow "
                             "prepare`; the input-path audit reads the training batches from it "
@@ -87,10 +87,6 @@ def audit_input_path(cfg, augment: Union[str, Callable, None] = "config", draws:
                      seed: int = 0) -> list[Finding]:
     """Findings for the training input path of `cfg`: kinds "input_future" and "input_padding"
     (measured), "input_path" (a note on what could not be measured here, never a leak)."""
-    from dataclasses import replace
-
-    from surgflow.training.strategies import trim_padding
-
     strategy = build_training_path(cfg, augment)
     name = cfg.train.strategy
     if name == "two_stage":

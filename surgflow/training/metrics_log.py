@@ -15,8 +15,10 @@ from typing import Optional
 
 import numpy as np
 
+from surgflow.evaluation.diagnostics import validation_trend
 from surgflow.io_utils import atomic_write_text
 from surgflow.training.checkpoint import flatten
+from surgflow.training.validation import lower_is_better
 
 RIBBON_VIDEOS = 4  # validation videos shown as phase ribbons in TensorBoard
 
@@ -42,7 +44,7 @@ class MetricsLogger:
     def open_tensorboard(self, purge_step: Optional[int] = None):
         """TensorBoard writer in out/tb; on resume, events after `purge_step` are dropped."""
         if self.is_main and self.tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # heavy: tensorboard, only with tb/ on
 
             self.tb = SummaryWriter(str(self.out / "tb"), purge_step=purge_step)
         return self.tb
@@ -103,9 +105,6 @@ class MetricsLogger:
 
     def _warn_if_falling(self) -> None:
         """A log line when validation is past its best and still falling (overfitting shows)."""
-        from surgflow.evaluation.diagnostics import validation_trend
-        from surgflow.training.validation import lower_is_better
-
         pts = [(float(r["epoch"]), float(r[self.watch])) for r in self.rows if r.get(self.watch) not in (None, "")]
         if pts:
             note = validation_trend([v for _, v in pts], [e for e, _ in pts], self.watch,
@@ -124,7 +123,7 @@ class MetricsLogger:
         the `metrics` scalars of this run)."""
         if self.tb is None:
             return
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.summary import hparams  # heavy: tensorboard, only with tb/ on
 
         self.tb.add_text("config", "\n".join("    " + line for line in yaml_text.splitlines()))
         flat = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
@@ -154,7 +153,7 @@ class MetricsLogger:
 def ribbon_image(gt: np.ndarray, pred: np.ndarray, num_phases: int, row: int = 12) -> np.ndarray:
     """uint8 [2 * row + 2, N, 3]: ground truth (top) and prediction (bottom), one column per
     frame, phase colours from matplotlib's tab10/tab20; unlabelled frames light grey."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy: matplotlib, only for the ribbon images
 
     cmap = colormaps["tab10" if num_phases <= 10 else "tab20"]
     colors = np.vstack([[[230, 230, 230]], (np.array([cmap(i)[:3] for i in range(num_phases)])

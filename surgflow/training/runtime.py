@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from surgflow.io_utils import SurgflowError
 from surgflow.registry import OPTIMIZERS
@@ -95,7 +96,7 @@ def clip_gradients(params: Iterable[nn.Parameter], grad_clip: float = 0.0, agc: 
     if not params:
         return 0.0
     if agc > 0:
-        from timm.utils import adaptive_clip_grad
+        from timm.utils import adaptive_clip_grad  # heavy: timm
 
         adaptive_clip_grad([p for p in (params if agc_params is None else agc_params)
                             if p.grad is not None], clip_factor=agc)
@@ -111,7 +112,7 @@ def param_groups(module: nn.Module, train_cfg) -> list:
     and biases (1-d tensors, timm's rule) without weight decay."""
     if not train_cfg.wd_exclude_norm_bias:
         return [p for p in module.parameters() if p.requires_grad]
-    from timm.optim import param_groups_weight_decay
+    from timm.optim import param_groups_weight_decay  # heavy: timm; the trainer loads it, runtime alone not
 
     return param_groups_weight_decay(module, train_cfg.weight_decay)
 
@@ -121,7 +122,7 @@ def param_groups(module: nn.Module, train_cfg) -> list:
 # timm's "sgd" is Nesterov; ours is classical momentum, timm's "momentum".
 def _timm_optimizer(timm_name: str):
     def build(params, **kw) -> torch.optim.Optimizer:
-        from timm.optim import create_optimizer_v2
+        from timm.optim import create_optimizer_v2  # heavy: timm
 
         return create_optimizer_v2(params, opt=timm_name, **kw)
 
@@ -189,8 +190,6 @@ class Runtime:
         """DDP wrapper (when distributed) and optional torch.compile around the training forward."""
         fwd = model
         if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             fwd = DDP(model, device_ids=ids, broadcast_buffers=True)
         if self.compile:

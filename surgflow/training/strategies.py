@@ -18,16 +18,20 @@ optimiser step, clipping, NaN checks and checkpoints.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from surgflow.io_utils import SurgflowError
+from surgflow.data.samplers import ClipSampler, LanesSampler
+from surgflow.io_utils import SurgflowError, progress
+from surgflow.models.backbones import batch_stat_layers
+from surgflow.models.video_loop import run_video
 from surgflow.registry import STRATEGIES  # entries: strategy classes, built with (ctx)
 from surgflow.training.checkpoint import carried_to_cpu, carried_to_device
+from surgflow.training.full_context import check_recomputable, full_context_step
 
 @dataclass
 class StepResult:
@@ -55,7 +59,6 @@ def trim_padding(batch):
     if bool(cols.all()) or not bool(cols.any()):
         return batch
     n = int(torch.nonzero(cols).max()) + 1
-    from dataclasses import fields, replace
 
     values = {}
     for f in fields(batch):
@@ -127,7 +130,6 @@ class Strategy:
         self.fwd = self.rt.wrap(self.model) if self.uses_ddp_forward else self.model
         self.state = None  # carried temporal state
         self.loss_weight = 1.0  # a factor on the loss before backward (1: rank_weighted_loss weights)
-        from surgflow.models.backbones import batch_stat_layers
 
         # norm layers that pool statistics over the batch in training (model.norm native + BN)
         bb = self.model.backbone
@@ -220,7 +222,6 @@ class CarryHidden(Strategy):
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
-        from surgflow.data.samplers import LanesSampler
 
         B, W = self.cfg.train.batch_size, self.rt.world_size
         n = len(ctx.train_ds.videos)
@@ -253,7 +254,6 @@ class Clips(Strategy):
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
-        from surgflow.data.samplers import ClipSampler
 
         T, longest = self.cfg.train.seq_len, max(self._lengths() or [0])
         if T > longest:
@@ -287,9 +287,6 @@ class FullContext(Strategy):
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
-        from surgflow.data.samplers import LanesSampler
-
-        from surgflow.training.full_context import check_recomputable, full_context_step
 
         self.model.train()
         check_recomputable(self.model)  # refuse BatchNorm in train mode, with the reason
@@ -355,7 +352,6 @@ class TwoStage(Strategy):
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
-        from surgflow.data.samplers import ClipSampler
 
         c = self.cfg.train
         self.cnn_epochs = int(c.two_stage_cnn_epochs)
@@ -405,8 +401,6 @@ class TwoStage(Strategy):
         eval mode, fp32, no augmentation): the features the temporal head will see at test time."""
         if self.features_cache:
             return
-        from surgflow.io_utils import progress
-        from surgflow.models.video_loop import run_video
 
         was = self.model.training
         self.model.eval()

@@ -11,7 +11,10 @@ from typing import Optional
 
 import torch
 
+from surgflow.evaluation.score import evaluation_of
 from surgflow.io_utils import progress
+from surgflow.models.tasks import ordered
+from surgflow.models.video_loop import default_chunk, run_video
 
 
 def lower_is_better(metric: str) -> bool:
@@ -21,9 +24,6 @@ def lower_is_better(metric: str) -> bool:
 def validation_metrics(tasks) -> list[str]:
     """Names validate() computes for `tasks` (choices of train.best_metric): val/loss, then each
     task's evaluation's (score.TaskEvaluation.validation_metrics), by Task.order."""
-    from surgflow.evaluation.score import evaluation_of
-    from surgflow.models.tasks import ordered
-
     return ["val/loss"] + [m for name in ordered(tasks) for m in evaluation_of(name).validation_metrics]
 
 
@@ -32,10 +32,6 @@ def _validate_videos(model, ds, videos, cfg, rt, instruments: list[str]) -> dict
     """{video: {loss_sum, n, tasks: {task: its evaluation's validation record}}} for `videos`, by
     the eval protocol (models/video_loop.py, as `surgflow eval`): eval mode, fp32, state carried
     across chunks, an offline head sees the whole video at once."""
-    from surgflow.evaluation.score import evaluation_of
-    from surgflow.models.tasks import ordered
-    from surgflow.models.video_loop import default_chunk, run_video
-
     tasks = {name: evaluation_of(name) for name in ordered(model.tasks)}
     results = {}
     quiet = {} if rt.is_main else {"disable": True}
@@ -62,9 +58,6 @@ def validate(model, ds, cfg, rt, instruments: list[str],
     val/wMAE, val/inMAE, val/outMAE (anticipation: frame-pooled per instrument, mean over
     instruments, minutes). `phase_out`, when given, receives {video: (gt, pred)} phase ids of every
     video (for ribbons)."""
-    from surgflow.evaluation.score import evaluation_of
-    from surgflow.models.tasks import ordered
-
     was = model.training
     model.eval()
     mine = list(ds.videos)[rt.rank::rt.world_size]

@@ -10,6 +10,7 @@ The JavaScript and CSS ship as package data beside this file (viewer.js, viewer.
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 import time
@@ -18,11 +19,20 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
+from surgflow.checkpoint_io import load_checkpoint
+from surgflow.data.annotations import parse_phase_file
+from surgflow.data.store import PreparedDataset
+from surgflow.data.video import sample_frames
+from surgflow.evaluation import files
 from surgflow.evaluation.phase_metrics import confusion_matrix
+from surgflow.evaluation.plots import phase_colors
 from surgflow.evaluation.relaxed import segments
 from surgflow.io_utils import (SurgflowError, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                json_safe, progress)
+from surgflow.outputs import check_writable_dir
+from surgflow.runs import resolve_checkpoint_path
 
 PROB_SUFFIX = "-phase_prob.txt"  # eval's per-frame phase probabilities (Frame + one column per phase)
 FRAME_NAME = "{:06d}.jpg"
@@ -69,9 +79,6 @@ def _dense(frames: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
 
 def _run_meta(run_dir: str) -> dict:
     """The checkpoint meta of the evaluated run (data root, split), {} when unreadable."""
-    from surgflow.checkpoint_io import load_checkpoint
-    from surgflow.runs import resolve_checkpoint_path
-
     try:
         return dict(load_checkpoint(resolve_checkpoint_path(run_dir, "best")).get("meta") or {})
     except (SurgflowError, OSError, RuntimeError, ValueError):
@@ -80,9 +87,6 @@ def _run_meta(run_dir: str) -> dict:
 
 def load_eval(folder, name: Optional[str] = None) -> EvalRun:
     """Read an evaluation folder (ARCHITECTURE.md "Prediction files") into an EvalRun."""
-    from surgflow.data.annotations import parse_phase_file
-    from surgflow.evaluation import files
-
     folder = Path(folder)
     path = _scores_file(folder)
     try:
@@ -155,10 +159,6 @@ def _thumb_size(hw: tuple[int, int], width: int) -> tuple[int, int]:
 
 
 def _encode(img: np.ndarray, size: tuple[int, int], quality: int) -> bytes:
-    import io
-
-    from PIL import Image
-
     im = Image.fromarray(img)
     if (im.height, im.width) != size:
         im = im.resize((size[1], size[0]), Image.BILINEAR)
@@ -188,8 +188,6 @@ def write_frames(out: Path, root, videos: Sequence[str], lengths: dict, width: i
                  quality: int = 70, source=None) -> dict:
     """JPEG thumbnails frames/<video>/<i>.jpg of the frames at the evaluation rate; a folder whose
     stamp (done.json) matches is kept. -> {video: {"dir", "size" [H, W], "count"}}."""
-    from surgflow.data.store import PreparedDataset
-
     ds = PreparedDataset(root)
     entries = ds.manifest.get("videos", {})
     missing = [v for v in videos if entries.get(v, {}).get("status") != "done"]
@@ -211,8 +209,6 @@ def write_frames(out: Path, root, videos: Sequence[str], lengths: dict, width: i
                     for i, img in enumerate(ds.read_frames(v, start, min(n, start + 256)), start):
                         atomic_write_bytes(folder / FRAME_NAME.format(i), _encode(img, size, quality))
             else:
-                from surgflow.data.video import sample_frames
-
                 path = _source_video(entries[v], v, Path(source))
                 got = 0
                 for i, img in sample_frames(path, ds.fps, size):
@@ -253,8 +249,6 @@ def _segments(labels: np.ndarray) -> list[list[int]]:
 
 
 def build_data(runs: Sequence[EvalRun], frames: dict, title: str) -> dict:
-    from surgflow.evaluation.plots import phase_colors
-
     first = runs[0]
     names = first.phase_names
     videos = [v for v in first.videos if all(v in r.videos for r in runs[1:])]
@@ -319,8 +313,6 @@ def write_view(inputs: Sequence, out=None, split: str = "test", data_root=None, 
                log=print) -> dict:
     """Write the viewer page for one or more evaluation (or run) folders.
     -> {"html": path, "out": dir, "bytes": total size, "frames": count, "videos": [...]}."""
-    from surgflow.outputs import check_writable_dir
-
     t0 = time.time()
     if not inputs:
         raise SurgflowError("give at least one run or evaluation folder")
