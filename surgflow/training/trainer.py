@@ -115,7 +115,8 @@ class Trainer:
                 rt.broadcast_parameters(extra)
         t = cfg.train
         # averaged weights for validation, best.pt and eval; warmup: early on the average
-        # follows the weights closely (decay (1 + step) / (10 + step) until it reaches ema_decay)
+        # follows the weights closely (decay 1 - (1 + step) ** -2/3, capped at ema_decay: 0.98 at
+        # step 400)
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=True) if t.ema_decay else None
         self.optimizer = make_optimizer(param_groups(parts.trained, t), t)
         # the schedule spans every epoch's steps (not max_steps, which a resume may change)
