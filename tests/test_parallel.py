@@ -16,7 +16,9 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
 
     def job(name, seconds, fail, folder):
-        Path(folder, f"{name}.pid").write_text(str(os.getpid()))
+        # written then renamed: a job stopped mid-write must not leave an empty pid file
+        Path(folder, f"{name}.pid.tmp").write_text(str(os.getpid()))
+        os.replace(Path(folder, f"{name}.pid.tmp"), Path(folder, f"{name}.pid"))
         if fail:
             time.sleep(0.5)
             raise ValueError(f"job {name} failed on purpose")
