@@ -207,14 +207,9 @@ def cmd_run(args) -> None:
 
 
 # ---------------------------------------------------------------- report
-def t_interval(diffs: list[float]) -> tuple[float, float, float]:
+def cmd_report(args) -> None:
     from surgflow.experiments.report import paired_difference
 
-    p = paired_difference(diffs, [0.0] * len(diffs))
-    return p["mean"], p["ci95"][0], p["ci95"][1]
-
-
-def cmd_report(args) -> None:
     rows = [json.loads(x) for p in args.results for x in Path(p).read_text().splitlines() if x]
     ok = [r for r in rows if "best" in r]
     failed = [r for r in rows if "best" not in r]
@@ -233,11 +228,11 @@ def cmd_report(args) -> None:
         rec = {p: statistics.mean(r["best"]["recall"][p] for r in rs) for p in phases}
         low = min(rec, key=rec.get)
         ref = {r["seed"]: r["best"]["acc"] for r in groups.get((data, args.reference), [])}
-        diffs = [r["best"]["acc"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
+        # same seed, a - b; a seed without its reference run drops out of the pairs
+        p = paired_difference(acc, [ref.get(r["seed"]) for r in rs])
         cmp = "-"
-        if variant != args.reference and len(diffs) >= 2:
-            m, lo, hi = t_interval(diffs)
-            cmp = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={len(diffs)})"
+        if variant != args.reference and p["n"] >= 2:
+            cmp = f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (n={p['n']})"
         print(f"| {data} | {variant} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
               f"{statistics.mean(last):.2f} | {low} {rec[low]:.1f} | "
