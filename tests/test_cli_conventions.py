@@ -13,8 +13,12 @@ from surgflow.io_utils import SurgflowError
 
 
 def _all_parsers():
-    """(name, parser) of every subcommand, nested ones (score phase|tools|anticipation) included."""
+    """(name, parser) of every subcommand, nested ones included: `surgflow score TASK`'s parser of
+    every task with a file scorer (built when the task is named)."""
+    from surgflow.commands import score
+
     todo = [("surgflow", cli.build_parser())]
+    todo += [(f"surgflow score {t}", score.task_parser(t)) for t in score.scorable_tasks()]
     while todo:
         name, parser = todo.pop()
         yield name, parser

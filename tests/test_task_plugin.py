@@ -4,6 +4,7 @@ evaluated, scored and tabled with no change under surgflow/ (before, each of tho
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,28 @@ class ParityEvaluation(score.TaskEvaluation):
     def table_lines(self, result):
         return [f"  parity accuracy {result['accuracy']:.2f}"]
 
+    def write_predictions(self, rec, video, out_dir, names):
+        if "frame_parity_prob" not in rec:
+            return []
+        path = out_dir / f"{video}-frame_parity.txt"
+        files.write_table(path, rec["frame_parity_prob"][:, None], ["even"])
+        return [path]
+
+    score_help = "frame parity: accuracy of the even-frame flag"
+
+    def add_score_arguments(self, parser):
+        parser.add_argument("--gt", required=True, help="folder of <video>-frame_parity.txt files")
+
+    def score_files(self, args, notes):
+        """`surgflow score frame_parity --gt G --pred P`: the files write_files wrote."""
+        preds = {}
+        for path in sorted(Path(args.pred).glob("*-frame_parity.txt")):
+            video = path.name[: -len("-frame_parity.txt")]
+            pred = files.read_table(path, ["even"], "parity")[1][:, 0]
+            gt = files.read_table(Path(args.gt) / path.name, ["even"], "parity")[1][:, 0]
+            preds[video] = {"frame_parity_prob": pred, "gt_frame_parity": gt}
+        return self.score(preds, None, args.fps or 1.0, args.label, False, notes), []
+
 
 class FrameParityTask(Task):
     """Predicts whether the frame index is even; its labels come from the frame index."""
@@ -102,7 +125,8 @@ def parity_task():
     TASKS.unregister(NAME)  # other tests must not see the toy
 
 
-def test_a_task_registered_from_a_test_file_runs_end_to_end(parity_task, tiny_root, tmp_path):
+def test_a_task_registered_from_a_test_file_runs_end_to_end(parity_task, tiny_root, synthetic_raw,
+                                                             tmp_path):
     from surgflow.config import load_config
     from surgflow.evaluation.runner import evaluate_run
     from surgflow.training.trainer import train
@@ -138,6 +162,38 @@ def test_a_task_registered_from_a_test_file_runs_end_to_end(parity_task, tiny_ro
     gt = files.read_table(run / "eval_test" / "ground_truth" / f"{video}-frame_parity.txt",
                           ["even"], "parity")[1][:, 0]
     assert list(gt[:4]) == [1.0, 0.0, 1.0, 0.0]
+
+    # `surgflow score frame_parity` scores the files eval wrote, to the same number
+    from surgflow.cli import main
+
+    out = tmp_path / "parity.json"
+    assert main(["score", NAME, "--gt", str(run / "eval_test" / "ground_truth"),
+                 "--pred", str(run / "eval_test" / "predictions"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(result["accuracy"], abs=1e-4)
+    assert main(["score", NAME, "--pred", "x"]) == 2  # its own required flag, from its own parser
+
+    # `surgflow view` shows its column beside the phase task's (per run and per video)
+    import re
+
+    assert main(["view", str(run), "--out", str(tmp_path / "view")]) == 0
+    html = (tmp_path / "view" / "index.html").read_text()
+    data = json.loads(re.search(r'id="surgflow-data">(.*?)</script>', html, re.S).group(1))
+    labels = [c["label"] for c in data["runs"][0]["summary"]]
+    assert labels == ["accuracy (%)", "F1 (%)", f"{NAME} accuracy (%)"]
+    per_video = [result["per_video"][v]["accuracy"] for v in sorted(result["per_video"])]
+    assert data["runs"][0]["summary"][2]["mean"] == pytest.approx(np.mean(per_video), abs=1e-3)
+    shown = {v["name"]: v["runs"][0]["metrics"][2] for v in data["videos"]}
+    assert shown == {v: pytest.approx(result["per_video"][v]["accuracy"], abs=0.06) for v in shown}
+
+    # `surgflow predict` streams a video and writes its file: the offline eval's numbers
+    test_video = sorted(ev["preds"])[0]
+    stream = tmp_path / "stream"
+    assert main(["predict", str(run / "checkpoints" / "best.pt"),
+                 str(Path(synthetic_raw) / "videos" / f"{test_video}.mp4"), "--out", str(stream)]) == 0
+    online = files.read_table(stream / f"{test_video}-frame_parity.txt", ["even"], "parity")[1][:, 0]
+    offline = files.read_table(run / "eval_test" / "predictions" / f"{test_video}-frame_parity.txt",
+                               ["even"], "parity")[1][:, 0]
+    assert len(online) == len(offline) and np.allclose(online, offline, atol=2e-3)
 
 
 def test_the_toy_task_is_gone_after_its_fixture():

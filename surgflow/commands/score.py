@@ -1,16 +1,15 @@
-"""`surgflow score phase|tools|anticipation`: score prediction files of any method against ground
-truth with stated protocols (terminal table, JSON with a `protocol` block, optional plots)."""
+"""`surgflow score TASK`: score prediction files of any method against ground truth with stated
+protocols (terminal table, JSON with a `protocol` block, optional plots). TASK is any registered
+task whose evaluation has a file scorer (phase, tools, anticipation, and plugins): its flags come
+from its `TaskEvaluation.add_score_arguments`, so a new task needs no change here. The task's
+parser is built when it is named, so `surgflow --help` does not import the task registry (torch)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from surgflow import labels
 from surgflow.cli_args import HelpFormatter
 from surgflow.io_utils import SurgflowError
-from surgflow.labels import ANTICIPATION_INSTRUMENTS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,59 +37,35 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="score_task", metavar="TASK", required=True,
-                                help="what to score: phase, tools or anticipation")
-    ph = sub.add_parser("phase", help="phase recognition: video-wise, per-phase, frame-pooled, "
-                                      "segment and (on request) relaxed metrics",
-                        formatter_class=HelpFormatter)
-    ph.add_argument("--gt", required=True, help="ground-truth directory (<video>-phase.txt files or "
-                                                "the Cholec80 root with phase_annotations/)")
-    _common(ph)
-    ph.add_argument("--relaxed", choices=["published", "corrected"], default=None,
-                    help="also report relaxed-boundary metrics (published = the Cholec80 MATLAB "
-                         "script with its bugs; corrected = intended windows, video-wise)")
-    ph.add_argument("--gt-only", action="store_true",
-                    help="macro mean over ground-truth phases only (default: ground truth union "
-                         "prediction)")
-    ph.add_argument("--phases", default="cholec80",
-                    help="phase vocabulary: cholec80, autolaparo, or a mapping file ('id name' lines)")
-
-    tl = sub.add_parser("tools", help="tool presence: AP per tool and mAP (frame-pooled)",
-                        formatter_class=HelpFormatter)
-    tl.add_argument("--gt", required=True, help="tool annotation directory (<video>-tool.txt)")
-    _common(tl)
-
-    an = sub.add_parser("anticipation", help="instrument anticipation: inMAE ... mMAE (minutes)",
-                        formatter_class=HelpFormatter)
-    an.add_argument("--tools", required=True,
-                    help="tool annotation directory; the ground truth is built from it for --horizon")
-    _common(an)
-    an.add_argument("--horizon", type=float, required=True, help="horizon h in minutes (3 or 5), > 0")
-    an.add_argument("--instruments", default=None,
-                    help="comma-separated instruments (default: Bipolar,Scissors,Clipper,Irrigator,"
-                         "SpecimenBag)")
-    an.add_argument("--per-video", action="store_true",
-                    help="pool per video then average (default: all frames pooled per instrument)")
-    an.add_argument("--wmae", choices=["per_instrument", "pitfalls_bn"], default="per_instrument",
-                    help="mean wMAE over instruments: per_instrument = mean of each instrument's "
-                         "(inMAE+outMAE)/2 (MICCAI 2020); pitfalls_bn = (mean inMAE + mean outMAE)/2 "
-                         "(the BN-pitfalls code's meter)")
-    an.add_argument("--clip", action="store_true",
-                    help="clip predictions to [0, horizon] before scoring (default: scored as written)")
+    parser.add_argument("task", metavar="TASK",
+                        help="what to score: phase, tools, anticipation, or any registered task with "
+                             "a file scorer; `surgflow score TASK --help` lists its flags")
+    parser.add_argument("task_args", metavar="FLAGS", nargs=argparse.REMAINDER,
+                        help="the task's flags (--gt/--tools, --pred, ...; see `surgflow score TASK "
+                             "--help`)")
 
 
-def phase_vocabulary(spec: str) -> list[str]:
-    key = spec.lower()
-    if key == "cholec80":
-        return list(labels.CHOLEC80_PHASES)
-    if key == "autolaparo":
-        return list(labels.AUTOLAPARO_PHASES)
+def scorable_tasks() -> list[str]:
+    """Registered tasks whose evaluation scores files, in Task.order."""
+    from surgflow.evaluation.score import evaluation_of, task_names  # light: --help imports commands/
 
-    from surgflow.data.annotations import parse_mapping  # light: --help imports commands/
+    return [t for t in task_names() if evaluation_of(t).score_help]
 
-    if not Path(spec).is_file():
-        raise SurgflowError(f"--phases {spec!r}: not cholec80, autolaparo or an existing mapping file")
-    return parse_mapping(spec)
+
+def task_parser(task: str) -> argparse.ArgumentParser:
+    """`surgflow score TASK`'s parser: the task's own flags, then the common ones."""
+    from surgflow.evaluation.score import evaluation_of  # light: --help imports commands/
+
+    tasks = scorable_tasks()
+    if task not in tasks:
+        raise SurgflowError(f"no task {task!r} with a file scorer; choose one of "
+                            f"{', '.join(tasks)}")
+    ev = evaluation_of(task)
+    p = argparse.ArgumentParser(prog=f"surgflow score {task}", description=ev.score_help,
+                                formatter_class=HelpFormatter)
+    ev.add_score_arguments(p)
+    _common(p)
+    return p
 
 
 def check_outputs(args) -> None:
@@ -107,50 +82,23 @@ def check_outputs(args) -> None:
 
 
 def run(args) -> int:
-    from surgflow.evaluation import files, per_video, plots, score  # light: --help imports commands/
+    from surgflow.evaluation import per_video, score  # light: --help imports commands/
 
+    parser = task_parser(args.task)
+    try:
+        targs = parser.parse_args(args.task_args)
+    except SystemExit as e:  # --help, or a usage error argparse already printed
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    targs.task = args.task
     notes: list[str] = []
-    written: list = []
-    check_outputs(args)  # before reading and scoring: a path that cannot be written is a message
-    gt_dir = args.tools if args.score_task == "anticipation" else args.gt
-    if args.score_task == "anticipation" and not args.horizon > 0:
-        raise SurgflowError(f"--horizon must be a positive number of minutes (3 or 5 in the "
-                            f"literature), got {args.horizon:g}")
-    rates = files.rates_for(gt_dir, args.pred, args.gt_fps, args.fps,
-                            "phase" if args.score_task == "phase" else "tool")
-    extra = {**rates.protocol(), "videos_selection": args.videos}
-    common = dict(truncate=args.truncate, notes=notes, videos=args.videos, rates=rates)
-    fps = rates.fps
-    if args.score_task == "phase":
-        names = phase_vocabulary(args.phases)
-        gts, preds = files.load_phase_dirs(gt_dir, args.pred, names, **common)
-        result = score.score_phase(gts, preds, names, fps, relaxed=args.relaxed,
-                                   gt_only=args.gt_only, label=args.label, notes=notes,
-                                   protocol_extra=extra)
-        if args.plots:
-            written = plots.phase_ribbons(gts, preds, names, args.plots, fps, args.label)
-            written.append(plots.confusion_matrix_plot(np.array(result["confusion"]), names,
-                                                       f"{args.plots}/confusion.png", args.label))
-    elif args.score_task == "tools":
-        gts, preds, names = files.load_tool_dirs(gt_dir, args.pred, None, **common)
-        result = score.score_tools(gts, preds, names, fps, label=args.label, notes=notes,
-                                   protocol_extra=extra)
-    else:
-        inst = ([s.strip() for s in args.instruments.split(",") if s.strip()]
-                if args.instruments else list(ANTICIPATION_INSTRUMENTS))
-        gts, preds = files.load_anticipation_dirs(gt_dir, args.pred, inst, args.horizon, **common)
-        result = score.score_anticipation(gts, preds, inst, args.horizon, fps,
-                                          per_video=args.per_video, label=args.label, notes=notes,
-                                          clip=args.clip, wmae=args.wmae, protocol_extra=extra)
-        if args.plots:
-            written = plots.anticipation_curves(gts, preds, inst, args.horizon, args.plots,
-                                                fps, args.label)
+    check_outputs(targs)  # before reading and scoring: a path that cannot be written is a message
+    result, written = score.evaluation_of(args.task).score_files(targs, notes)
     print(score.format_table(result))
     print(per_video.format_per_video(result))
     if written:
-        print(f"wrote {len(written)} plots to {args.plots}")
-    if args.json:
-        score.write_json(result, args.json)
-        tables = per_video.write_per_video(result, args.json)
-        print(f"wrote {args.json}, {tables[0]}, {tables[1]}")
+        print(f"wrote {len(written)} plots to {targs.plots}")
+    if targs.json:
+        score.write_json(result, targs.json)
+        tables = per_video.write_per_video(result, targs.json)
+        print(f"wrote {targs.json}, {tables[0]}, {tables[1]}")
     return 0

@@ -23,7 +23,9 @@ from surgflow.evaluation import (anticipation_metrics, files, phase_metrics, plo
 from surgflow.evaluation.diagnostics import format_diagnostics, phase_diagnostics
 from surgflow.evaluation.files import compact_names
 from surgflow.io_utils import SurgflowError, atomic_write_json, atomic_write_text
-from surgflow.labels import CHOLEC80_PHASES
+from surgflow import labels
+from surgflow.data.annotations import parse_mapping
+from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES
 from surgflow.registry import TASKS
 
 NON_CAUSAL_NOTE = ("NON-CAUSAL: the model ran in train mode (BatchNorm used batch statistics, which "
@@ -367,6 +369,9 @@ class TaskEvaluation:
     per_video_columns: tuple = ()  # the per-video table's metric columns (result["per_video"])
     per_video_digits, per_video_unit = 2, "percent"
     per_video_title = ""  # the printed per-video title ("" = per video (unit))
+    score_help = ""  # `surgflow score TASK`'s description; "" = the task has no file scorer
+    viewer_metrics: tuple = ()  # ((per-video key, label), ...) `surgflow view` shows; (): the first
+                                # per_video_column
 
     def predictions(self, rec: dict) -> dict:
         """Keys derived from the decoded outputs of one video (e.g. argmax labels)."""
@@ -392,6 +397,10 @@ class TaskEvaluation:
     def write_files(self, rec: dict, video: str, pred_dir: Path, gt_dir: Path, names) -> None:
         """This task's prediction files (files.py formats) and ground truth at the evaluation fps."""
 
+    def write_predictions(self, rec: dict, video: str, out_dir: Path, names) -> list[Path]:
+        """`surgflow predict`'s files of one stream: every sampled frame, no ground truth."""
+        return []
+
     def score(self, preds: dict, names, fps: float, label, non_causal: bool, notes,
               relaxed=None, wmae: str = "per_instrument") -> dict | None:
         """A score_* result over {video: rec}, or None when the recs lack this task's keys."""
@@ -411,6 +420,52 @@ class TaskEvaluation:
               non_causal: bool) -> list:
         return []
 
+    def viewer_columns(self, result: dict) -> list[dict]:
+        """`surgflow view`'s columns of this task's result: [{key, label, digits, mean, std}], the
+        run's mean +- sample std over its videos (result["per_video"]); each video shows its value."""
+        unit = {"percent": "%", "minutes": "min"}.get(self.per_video_unit, self.per_video_unit)
+        digits = 1 if self.per_video_unit == "percent" else self.per_video_digits
+        metrics = self.viewer_metrics or tuple((k, f"{result.get('task', '')} {k}".strip())
+                                               for k in self.per_video_columns[:1])
+        rows = result.get("per_video") or {}
+        cols = []
+        for key, name in metrics:
+            vals = [float(r[key]) for r in rows.values()
+                    if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            cols.append({"key": key, "label": f"{name} ({unit})", "digits": digits,
+                         "mean": float(np.mean(vals)) if vals else None,
+                         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None})
+        return cols
+
+    def add_score_arguments(self, parser) -> None:
+        """`surgflow score TASK`'s own flags; the common ones (--pred, --gt-fps, --fps, --videos,
+        --truncate, --json, --plots, --label) are added by commands/score.py."""
+
+    def score_files(self, args, notes: list) -> tuple[dict, list]:
+        """(score_* result, plot paths) of the prediction files in args.pred against the ground
+        truth the task's flags name (`surgflow score TASK`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no file scorer")
+
+
+def file_rates(args, gt_dir, gt_kind: str) -> tuple[dict, dict]:
+    """The loaders' keyword arguments (rates, --truncate, --videos) and the protocol's extra
+    entries for `surgflow score`'s common flags; gt_kind is a files.SUFFIX key."""
+    rates = files.rates_for(gt_dir, args.pred, args.gt_fps, args.fps, gt_kind)
+    loader = dict(truncate=args.truncate, videos=args.videos, rates=rates)
+    return loader, {**rates.protocol(), "videos_selection": args.videos}
+
+
+def phase_vocabulary(spec: str) -> list[str]:
+    """--phases: cholec80, autolaparo, or a mapping file ('id name' lines)."""
+    key = spec.lower()
+    if key == "cholec80":
+        return list(labels.CHOLEC80_PHASES)
+    if key == "autolaparo":
+        return list(labels.AUTOLAPARO_PHASES)
+    if not Path(spec).is_file():
+        raise SurgflowError(f"--phases {spec!r}: not cholec80, autolaparo or an existing mapping file")
+    return parse_mapping(spec)
+
 
 def _has(preds: Mapping, *keys: str) -> bool:
     return bool(preds) and all(k in preds[v] for v in preds for k in keys)
@@ -423,6 +478,42 @@ def _cols(preds: Mapping, key: str) -> dict:
 class PhaseEvaluation(TaskEvaluation):
     validation_metrics = ("val/accuracy", "val/f1", "val/jaccard")
     per_video_columns = ("accuracy", "precision", "recall", "jaccard", "f1")
+    score_help = ("phase recognition: video-wise, per-phase, frame-pooled, segment and (on "
+                  "request) relaxed metrics")
+    viewer_metrics = (("accuracy", "accuracy"), ("f1", "F1"))
+
+    def viewer_columns(self, result):
+        """The video-wise block's mean +- std (the numbers the score table prints)."""
+        return [{**c, "mean": result["video"][c["key"]]["mean"], "std": result["video"][c["key"]]["std"]}
+                for c in super().viewer_columns(result)]
+
+    def add_score_arguments(self, p):
+        p.add_argument("--gt", required=True, help="ground-truth directory (<video>-phase.txt files "
+                                                   "or the Cholec80 root with phase_annotations/)")
+        p.add_argument("--relaxed", choices=["published", "corrected"], default=None,
+                       help="also report relaxed-boundary metrics (published = the Cholec80 MATLAB "
+                            "script with its bugs; corrected = intended windows, video-wise)")
+        p.add_argument("--gt-only", action="store_true",
+                       help="macro mean over ground-truth phases only (default: ground truth union "
+                            "prediction)")
+        p.add_argument("--phases", default="cholec80",
+                       help="phase vocabulary: cholec80, autolaparo, or a mapping file ('id name' "
+                            "lines)")
+
+    def score_files(self, args, notes):
+        loader, extra = file_rates(args, args.gt, "phase")
+        names = phase_vocabulary(args.phases)
+        gts, preds = files.load_phase_dirs(args.gt, args.pred, names, notes=notes, **loader)
+        result = score_phase(gts, preds, names, loader["rates"].fps, relaxed=args.relaxed,
+                             gt_only=args.gt_only, label=args.label, notes=notes,
+                             protocol_extra=extra)
+        written = []
+        if args.plots:
+            written = plots_mod.phase_ribbons(gts, preds, names, args.plots, loader["rates"].fps,
+                                              args.label)
+            written.append(plots_mod.confusion_matrix_plot(
+                np.array(result["confusion"]), names, f"{args.plots}/confusion.png", args.label))
+        return result, written
 
     def predictions(self, rec):
         return {"phase": rec["phase_prob"].argmax(-1).astype(np.int64)} if "phase_prob" in rec else {}
@@ -466,6 +557,13 @@ class PhaseEvaluation(TaskEvaluation):
         if "phase_prob" in rec:  # every frame's probabilities, for `surgflow view` (not scored)
             files.write_table(pred_dir / f"{video}-phase_prob.txt", rec["phase_prob"],
                               names.phase_names, fmt="{:.3g}")
+
+    def write_predictions(self, rec, video, out_dir, names):
+        if "phase_prob" not in rec:
+            return []
+        path = Path(out_dir) / f"{video}{files.SUFFIX['phase']}"
+        files.write_phase_file(path, rec["phase_prob"].argmax(-1), list(names.phase_names) or None)
+        return [path]
 
     def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
         if not _has(preds, "phase"):
@@ -530,6 +628,20 @@ class PhaseEvaluation(TaskEvaluation):
 
 class ToolsEvaluation(TaskEvaluation):
     per_video_columns = ("mAP",)
+    score_help = "tool presence: AP per tool and mAP (frame-pooled)"
+
+    def viewer_columns(self, result):
+        """mAP pooled over frames as the score table prints it (no spread over videos)."""
+        return [{**c, "mean": result["mAP"], "std": None} for c in super().viewer_columns(result)]
+
+    def add_score_arguments(self, p):
+        p.add_argument("--gt", required=True, help="tool annotation directory (<video>-tool.txt)")
+
+    def score_files(self, args, notes):
+        loader, extra = file_rates(args, args.gt, "tool")
+        gts, preds, names = files.load_tool_dirs(args.gt, args.pred, None, notes=notes, **loader)
+        return score_tools(gts, preds, names, loader["rates"].fps, label=args.label, notes=notes,
+                           protocol_extra=extra), []
 
     def ground_truth(self, dataset, video, names):
         tools = dataset.tools(video)
@@ -542,6 +654,13 @@ class ToolsEvaluation(TaskEvaluation):
         if "gt_tools" in rec and len(names.tool_names):
             files.write_table(gt_dir / f"{video}{files.SUFFIX['tool']}", rec["gt_tools"],
                               names.tool_names, fmt="{:.0f}")
+
+    def write_predictions(self, rec, video, out_dir, names):
+        if "tools_prob" not in rec or not rec["tools_prob"].shape[-1]:
+            return []
+        path = Path(out_dir) / f"{video}{files.SUFFIX['tool']}"
+        files.write_table(path, rec["tools_prob"], list(names.tool_names))
+        return [path]
 
     def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
         if not _has(preds, "tools_prob", "gt_tools"):
@@ -563,6 +682,49 @@ class AnticipationEvaluation(TaskEvaluation):
     per_video_columns = ("inMAE", "outMAE", "wMAE", "eMAE", "pMAE", "dMAE", "mMAE", "MAE")
     per_video_digits, per_video_unit = 3, "minutes"
     per_video_title = "per video (minutes; anticipation: mean over instruments)"
+    score_help = "instrument anticipation: inMAE ... mMAE (minutes)"
+    viewer_metrics = (("wMAE", "wMAE"),)
+
+    def viewer_columns(self, result):
+        """wMAE pooled over frames as the score table prints it (no spread over videos)."""
+        return [{**c, "mean": result["mean"][c["key"]], "std": None}
+                for c in super().viewer_columns(result)]
+
+    def add_score_arguments(self, p):
+        p.add_argument("--tools", required=True,
+                       help="tool annotation directory; the ground truth is built from it for "
+                            "--horizon")
+        p.add_argument("--horizon", type=float, required=True,
+                       help="horizon h in minutes (3 or 5), > 0")
+        p.add_argument("--instruments", default=None,
+                       help="comma-separated instruments (default: Bipolar,Scissors,Clipper,"
+                            "Irrigator,SpecimenBag)")
+        p.add_argument("--per-video", action="store_true",
+                       help="pool per video then average (default: all frames pooled per instrument)")
+        p.add_argument("--wmae", choices=["per_instrument", "pitfalls_bn"], default="per_instrument",
+                       help="mean wMAE over instruments: per_instrument = mean of each instrument's "
+                            "(inMAE+outMAE)/2 (MICCAI 2020); pitfalls_bn = (mean inMAE + mean "
+                            "outMAE)/2 (the BN-pitfalls code's meter)")
+        p.add_argument("--clip", action="store_true",
+                       help="clip predictions to [0, horizon] before scoring (default: scored as "
+                            "written)")
+
+    def score_files(self, args, notes):
+        if not args.horizon > 0:
+            raise SurgflowError(f"--horizon must be a positive number of minutes (3 or 5 in the "
+                                f"literature), got {args.horizon:g}")
+        loader, extra = file_rates(args, args.tools, "tool")
+        inst = ([s.strip() for s in args.instruments.split(",") if s.strip()]
+                if args.instruments else list(ANTICIPATION_INSTRUMENTS))
+        gts, preds = files.load_anticipation_dirs(args.tools, args.pred, inst, args.horizon,
+                                                  notes=notes, **loader)
+        fps = loader["rates"].fps
+        result = score_anticipation(gts, preds, inst, args.horizon, fps, per_video=args.per_video,
+                                    label=args.label, notes=notes, clip=args.clip, wmae=args.wmae,
+                                    protocol_extra=extra)
+        written = (plots_mod.anticipation_curves(gts, preds, inst, args.horizon, args.plots, fps,
+                                                 args.label) if args.plots else [])
+        return result, written
 
     def ground_truth(self, dataset, video, names):
         if not names.instruments or dataset.tools(video) is None:
@@ -587,6 +749,13 @@ class AnticipationEvaluation(TaskEvaluation):
         if "anticipation_min" in rec:
             files.write_table(pred_dir / f"{video}{files.SUFFIX['anticipation']}",
                               rec["anticipation_min"], names.instruments)
+
+    def write_predictions(self, rec, video, out_dir, names):
+        if "anticipation_min" not in rec or not rec["anticipation_min"].shape[-1]:
+            return []
+        path = Path(out_dir) / f"{video}{files.SUFFIX['anticipation']}"
+        files.write_table(path, rec["anticipation_min"], list(names.instruments))
+        return [path]
 
     def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
         if not _has(preds, "anticipation_min", "gt_anticipation"):

@@ -21,7 +21,7 @@ import numpy as np
 from surgflow.data.annotations import parse_phase_file
 from surgflow.data.store_format import roundtrip as store_roundtrip  # prepare's JPEG round trip
 from surgflow.data.video import frame_to_rgb, is_stream, open_video, rotation_note, sample_frames
-from surgflow.evaluation.files import SUFFIX, write_phase_file, write_table
+from surgflow.evaluation.score import evaluation_of, task_names
 from surgflow.evaluation.rates import FPS_SIDECAR, read_fps_sidecar, write_fps_sidecar
 from surgflow.io_utils import SurgflowError, progress
 from surgflow.online.render import OverlayRenderer, SourceRateOverlay
@@ -42,24 +42,10 @@ def _name_for(source: str) -> str:
 
 
 def write_predictions(out_dir: Path, video: str, preds: dict[str, np.ndarray], meta) -> list[Path]:
-    """Write the files `surgflow score` reads, with the evaluation writers:
-    `<video>-phase.txt` (argmax phase names), `-tool.txt` (probabilities), `-anticipation.txt` (min)."""
-    out_dir = Path(out_dir)
-    written = []
-    if "phase_prob" in preds:
-        names = list(meta.phase_names) or None
-        path = out_dir / f"{video}{SUFFIX['phase']}"
-        write_phase_file(path, preds["phase_prob"].argmax(-1), names)
-        written.append(path)
-    if "tools_prob" in preds and preds["tools_prob"].shape[-1] > 0:
-        path = out_dir / f"{video}{SUFFIX['tool']}"
-        write_table(path, preds["tools_prob"], list(meta.tool_names))
-        written.append(path)
-    if "anticipation_min" in preds and preds["anticipation_min"].shape[-1] > 0:
-        path = out_dir / f"{video}{SUFFIX['anticipation']}"
-        write_table(path, preds["anticipation_min"], list(meta.instruments))
-        written.append(path)
-    return written
+    """Write the files `surgflow score` reads, each task's with its evaluation's writer
+    (`<video>-phase.txt` argmax names, `-tool.txt` probabilities, `-anticipation.txt` minutes)."""
+    return [path for task in task_names()
+            for path in evaluation_of(task).write_predictions(preds, video, Path(out_dir), meta)]
 
 
 def read_gt_ribbon(path, phase_names, gt_fps: float, fps: float, expected: int | None,
@@ -165,9 +151,9 @@ def predict_video(predictor, source: str, out_dir: str | Path, fps: float | None
                 t0 = time.perf_counter()
                 pred = predictor.step(rgb)
                 latencies.append(time.perf_counter() - t0)
-                for key in ("phase_prob", "tools_prob", "anticipation_min"):
-                    if key in pred:
-                        rows.setdefault(key, []).append(pred[key])
+                for key, value in pred.items():  # every task's decoded arrays
+                    if isinstance(value, np.ndarray):
+                        rows.setdefault(key, []).append(value)
                 if tap is not None:
                     tap.prediction(pred)  # drawn on this and the following decoded frames
                 elif renderer is not None:

@@ -29,6 +29,7 @@ from surgflow.evaluation import files
 from surgflow.evaluation.phase_metrics import confusion_matrix
 from surgflow.evaluation.plots import phase_colors
 from surgflow.evaluation.relaxed import segments
+from surgflow.evaluation.score import evaluation_of, task_names
 from surgflow.io_utils import (SurgflowError, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                json_safe, progress)
 from surgflow.outputs import check_writable_dir
@@ -255,13 +256,16 @@ def build_data(runs: Sequence[EvalRun], frames: dict, title: str) -> dict:
     colors = ["#%02x%02x%02x" % tuple(int(255 * c) for c in rgba[:3]) for rgba in phase_colors(len(names))]
     data = {"title": title, "fps": first.fps, "phase_names": names, "phase_colors": colors,
             "instruments": first.instruments, "horizon": first.horizon, "runs": [], "videos": []}
+    registered = set(task_names())
+    columns = []  # per run: every scored task's viewer columns, tasks in score order
     for r in runs:
         ph = r.scores["phase"]
-        ant = r.scores.get("anticipation")
+        columns.append([{**c, "task": t, "mean": _num(c["mean"], 3), "std": _num(c["std"], 3)}
+                           for t in r.scores if t in registered
+                           for c in evaluation_of(t).viewer_columns(r.scores[t])])
         data["runs"].append({
             "name": r.name, "path": str(r.path), "non_causal": r.non_causal,
-            "summary": {"accuracy": ph["video"]["accuracy"], "f1": ph["video"]["f1"],
-                        "wMAE": _num(ant["mean"].get("wMAE"), 3) if ant else None},
+            "summary": [{k: c[k] for k in ("label", "digits", "mean", "std")} for c in columns[-1]],
             "per_phase": {n: {m: _num(ph["per_phase"][n][m], 1) for m in ("precision", "recall", "f1")}
                           for n in names if n in ph["per_phase"]},
             "confusion": ph["confusion"],
@@ -275,14 +279,13 @@ def build_data(runs: Sequence[EvalRun], frames: dict, title: str) -> dict:
                  "gt_segments": _segments(gt), "runs": []}
         if first.ant_gt.get(v) is not None:
             entry["ant_gt"] = np.round(first.ant_gt[v].T, 3).tolist()  # [I][N] minutes
-        for r in runs:
+        for r, cols in zip(runs, columns):
             pred = np.full(n, -1, dtype=np.int64)
             pred[:len(r.pred[v])] = r.pred[v]
-            pv = r.scores["phase"]["per_video"][v]
-            ant = (r.scores.get("anticipation") or {}).get("per_video", {}).get(v, {})
             rec = {"pred": pred.tolist(), "segments": _segments(pred),
-                   "accuracy": _num(pv["accuracy"], 1), "f1": _num(pv["f1"], 1),
-                   "weakest": _weakest(gt, pred, names), "wMAE": _num(ant.get("wMAE"), 3)}
+                   "metrics": [_num(r.scores[c["task"]].get("per_video", {}).get(v, {}).get(c["key"]),
+                                    c["digits"]) for c in cols],
+                   "weakest": _weakest(gt, pred, names)}
             if v in r.prob:  # [P][N] as integer percent: a small page
                 rec["prob"] = np.rint(100 * np.clip(r.prob[v].T, 0, 1)).astype(int).tolist()
             if v in r.ant_pred:

@@ -44,17 +44,17 @@
                 {key: "dur", label: "duration", fmtf: function (v) { return fmtTime(v); }}];
     D.runs.forEach(function (r, k) {
       var pre = D.runs.length > 1 ? String.fromCharCode(65 + k) + " " : "";
-      cols.push({key: "acc" + k, label: pre + "accuracy (%)", d: 1, run: k});
-      cols.push({key: "f1" + k, label: pre + "F1 (%)", d: 1, run: k});
+      r.summary.forEach(function (c, j) {  // every scored task's columns (TaskEvaluation.viewer_columns)
+        cols.push({key: "m" + k + "_" + j, label: pre + c.label, d: c.digits, run: k});
+      });
       cols.push({key: "weak" + k, label: pre + "weakest phase (F1 %)", weak: true, run: k});
-      if (r.has_ant) cols.push({key: "wmae" + k, label: pre + "wMAE (min)", d: 3, run: k});
     });
     return cols;
   }
   function rowValues(v) {
     var o = {name: v.name, n: v.n, dur: v.n / D.fps};
     v.runs.forEach(function (r, k) {
-      o["acc" + k] = r.accuracy; o["f1" + k] = r.f1; o["wmae" + k] = r.wMAE;
+      r.metrics.forEach(function (x, j) { o["m" + k + "_" + j] = x; });
       o["weak" + k] = r.weakest ? r.weakest[1] : null;
       o["weakname" + k] = r.weakest ? r.weakest[0] : "";
     });
@@ -150,19 +150,22 @@
     var o = document.getElementById("overview");
     o.innerHTML = "";
     var runs = el("table", {"class": "data", id: "runs"});
-    runs.appendChild(el("tr", {}, ["", "run", "evaluation folder", "accuracy (%)", "F1 (%)", "wMAE (min)"].map(function (s) { return el("th", {text: s}); })));
+    var labels = [];  // every run's task columns, in order, once
+    D.runs.forEach(function (r) { r.summary.forEach(function (c) { if (labels.indexOf(c.label) < 0) labels.push(c.label); }); });
+    runs.appendChild(el("tr", {}, ["", "run", "evaluation folder"].concat(labels).map(function (s) { return el("th", {text: s}); })));
     D.runs.forEach(function (r, k) {
       var sw = el("span", {"class": "swatch"}); sw.style.background = RUN_COLORS[k % 6];
-      var acc = r.summary.accuracy, f1 = r.summary.f1;
+      var cells = labels.map(function (label) {
+        var c = r.summary.filter(function (x) { return x.label === label; })[0];
+        var text = !c ? "\u2013" : c.std === null ? fmt(c.mean, c.digits) : fmt(c.mean, c.digits) + " \u00B1 " + fmt(c.std, c.digits);
+        return el("td", {"class": "num", text: text});
+      });
       runs.appendChild(el("tr", {}, [el("td", {}, [sw, document.createTextNode(D.runs.length > 1 ? " " + String.fromCharCode(65 + k) : "")]),
-        el("td", {text: r.name + (r.non_causal && !r.name.includes("NON-CAUSAL") ? " (NON-CAUSAL)" : "")}), el("td", {"class": "path", text: r.path}),
-        el("td", {"class": "num", text: fmt(acc.mean, 1) + " \u00B1 " + fmt(acc.std, 1)}),
-        el("td", {"class": "num", text: fmt(f1.mean, 1) + " \u00B1 " + fmt(f1.std, 1)}),
-        el("td", {"class": "num", text: fmt(r.summary.wMAE, 3)})]));
+        el("td", {text: r.name + (r.non_causal && !r.name.includes("NON-CAUSAL") ? " (NON-CAUSAL)" : "")}), el("td", {"class": "path", text: r.path})].concat(cells)));
     });
     o.appendChild(el("h2", {text: "Runs"}));
     o.appendChild(runs);
-    o.appendChild(el("p", {"class": "note", text: "Means \u00B1 std over videos. " + D.videos.length +
+    o.appendChild(el("p", {"class": "note", text: "Means \u00B1 std over videos; a value without \u00B1 is pooled over all frames, as surgflow eval prints it. " + D.videos.length +
       " video(s) at " + D.fps + " fps; frames from the " + D.frames_from + ". Click a column header to sort, a row to open the video."}));
     o.appendChild(el("h2", {text: "Videos"}));
     var host = el("div", {id: "videos-host"});
