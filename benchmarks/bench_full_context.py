@@ -66,7 +66,7 @@ def _autocast(args):
 def _plain_step(model, b, cfg, args):
     with _autocast(args):
         out, _ = model(b.frames.float() / 255, None, b.new_video)  # uint8 -> float on the device
-        total, _ = model.loss(out, b, cfg)
+        total, _ = model.loss(out, b)
     total.backward()
     return float(total.detach())
 
@@ -75,7 +75,7 @@ def _full_step(model, b, cfg, args):
     from surgflow.training.full_context import full_context_step
 
     with _autocast(args):
-        loss, _, _ = full_context_step(model, b.frames, b, cfg, args.micro_batch)
+        loss, _, _ = full_context_step(model, b.frames, b, args.micro_batch)
     return loss
 
 

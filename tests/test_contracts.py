@@ -43,14 +43,14 @@ def _where(valid, a, b):  # a on valid frames, b on the others; valid [B, T], a/
 def test_task_contract(name):
     cfg = from_dict({"task": {"tasks": [name]}})
     torch.manual_seed(0)
-    task = TASKS.build(name, D, cfg, **DIMS)
+    task = TASKS.build(name, D, cfg.task, **DIMS)
     assert task.name == name
     h = torch.randn(B, T, D)
     out = task(h)
     assert set(out) == set(task.output_keys)
     assert all(v.shape[:2] == (B, T) for v in out.values())
     labels = _labels()
-    loss = task.loss(out, labels, cfg)[name]
+    loss = task.loss(out, labels)[name]
     assert math.isfinite(float(loss.detach()))
     loss.backward()
     assert all(p.grad is not None for p in task.parameters())
@@ -60,8 +60,8 @@ def test_task_contract(name):
     on_padding = {k: _where(labels["valid"], labels[k], other[k]) for k in LABEL_KEYS}
     on_valid = {k: _where(labels["valid"], other[k], labels[k]) for k in LABEL_KEYS}
     ref = pytest.approx(float(loss.detach()))
-    assert float(task.loss(out, {**labels, **on_padding}, cfg)[name]) == ref
-    assert float(task.loss(out, {**labels, **on_valid}, cfg)[name]) != ref
+    assert float(task.loss(out, {**labels, **on_padding})[name]) == ref
+    assert float(task.loss(out, {**labels, **on_valid})[name]) != ref
     decoded = task.decode(out)
     assert decoded and all(v.shape[:2] == (B, T) and torch.isfinite(v).all() for v in decoded.values())
 
@@ -71,7 +71,7 @@ def test_task_needs_its_labels(name):
     """A task whose labels the dataset lacks refuses with a SurgflowError naming the task."""
     cfg = from_dict({"task": {"tasks": [name]}})
     with pytest.raises(SurgflowError, match=name):
-        TASKS.build(name, D, cfg, num_phases=0, num_tools=0, num_instruments=0)
+        TASKS.build(name, D, cfg.task, num_phases=0, num_tools=0, num_instruments=0)
 
 
 # ----------------------------------------------------------------------------------- strategies

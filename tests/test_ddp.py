@@ -210,14 +210,14 @@ def _uneven_worker(rank: int, world: int, ports: list, root: str, out: str) -> N
         net = _Outputs()
         if mode == "frames":  # before: the whole loss weighted by the rank's share of valid frames
             o = net(x)
-            sum(t.loss(o, batch, cfg)[n] for n, t in model.tasks.items()).backward()
+            sum(t.loss(o, batch)[n] for n, t in model.tasks.items()).backward()
             rt.all_reduce_gradients(net.parameters(), rt.frame_weight(int(batch.valid.sum())))
         elif mode == "ddp":  # carry_hidden / clips: DDP averages the weighted losses' gradients
             ddp = rt.wrap(net)  # held: its reducer averages the gradients in backward
-            loss, _ = rank_weighted_loss(model, ddp(x), batch, cfg, rt)
+            loss, _ = rank_weighted_loss(model, ddp(x), batch, rt)
             loss.backward()
         else:  # full_context / two_stage: the trainer averages the gradients itself
-            loss, _ = rank_weighted_loss(model, net(x), batch, cfg, rt)
+            loss, _ = rank_weighted_loss(model, net(x), batch, rt)
             loss.backward()
             rt.all_reduce_gradients(net.parameters())
         grads[mode] = torch.cat([p.grad.flatten() for p in net.parameters()])
@@ -263,7 +263,7 @@ def test_class_weighted_gradient_idle_steps_and_frames_per_s(tiny_root, tmp_path
     xs, bs = zip(*(_phase_batch(i) for i in range(world)))
     both = SimpleNamespace(**{k: torch.cat([getattr(b, k) for b in bs]) for k in ("phase", "valid", "tools")})
     out = net(torch.cat(xs))
-    sum(task.loss(out, both, None)[name] for name, task in _tasks().items()).backward()
+    sum(task.loss(out, both)[name] for name, task in _tasks().items()).backward()
     ref = torch.cat([p.grad.flatten() for p in net.parameters()])
     diffs = {(i, mode): float((r[i]["grads"][mode] - ref).abs().max())
              for i in range(world) for mode in ("ddp", "manual")}

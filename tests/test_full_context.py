@@ -40,14 +40,14 @@ def _batch(B=2, T=6, H=32, W=32, seed=0):
 def _plain(model, frames, b, cfg, state):
     model.zero_grad(set_to_none=True)
     out, new_state = model(frames, state, b.new_video)
-    total, _ = model.loss(out, b, cfg)
+    total, _ = model.loss(out, b)
     total.backward()
     return total.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, new_state
 
 
 def _full(model, frames, b, cfg, state, micro):
     model.zero_grad(set_to_none=True)
-    loss, logs, new_state = full_context_step(model, frames, b, cfg, micro, state)
+    loss, logs, new_state = full_context_step(model, frames, b, micro, state)
     return loss, logs, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, new_state
 
 
@@ -82,9 +82,9 @@ def test_batchnorm_in_train_mode_is_refused():
     model = build_model(cfg, 7, 0, 5).train()
     b = _batch(T=4)
     with pytest.raises(SurgflowError, match="BatchNorm.*micro-batch.*frozen_bn"):
-        full_context_step(model, b.frames, b, cfg, 2)
+        full_context_step(model, b.frames, b, 2)
     model.eval()  # running statistics: recomputation is exact again
-    full_context_step(model, b.frames, b, cfg, 2)
+    full_context_step(model, b.frames, b, 2)
 
 
 @pytest.mark.parametrize("norm", ["frozen_bn", "gn"])
@@ -112,7 +112,7 @@ def test_frozen_stages_and_dropout_replayed():
     flat = frames.reshape(16, 1, 3, 32, 32)
     feats = torch.cat([model.features(flat[i:i + 3]) for i in range(0, 16, 3)]).view(2, 8, -1)
     out, _ = model.temporal(feats, None, b.new_video)
-    model.loss(out, b, cfg)[0].backward()
+    model.loss(out, b)[0].backward()
     g1 = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     torch.manual_seed(5)
     _, _, g2, _ = _full(model, frames, b, cfg, None, 3)
@@ -138,4 +138,4 @@ def test_bad_micro_batch():
     model = build_model(cfg, 7, 0, 5)
     b = _batch(T=2)
     with pytest.raises(SurgflowError, match="micro_batch"):
-        full_context_step(model, b.frames, b, cfg, 0)
+        full_context_step(model, b.frames, b, 0)

@@ -141,7 +141,7 @@ def test_channels_last_same_loss_and_gradients(device):
         hook = conv.register_forward_hook(lambda m, i, o: seen.append(
             i[0].is_contiguous(memory_format=torch.channels_last)))
         out, _ = model(x, None, b.new_video, b.valid)
-        loss, _ = model.loss(out, b, cfg)
+        loss, _ = model.loss(out, b)
         loss.backward()
         hook.remove()
         if cl:
@@ -173,13 +173,13 @@ def test_full_context_gradients_equal_plain_backprop(device, precision):
     model.zero_grad(set_to_none=True)
     with rt.autocast():
         out, s1 = model(b.frames.float() / 255, state, b.new_video, b.valid)
-        loss, _ = model.loss(out, b, cfg)
+        loss, _ = model.loss(out, b)
     loss.backward()
     g1 = _grads(model)
 
     model.zero_grad(set_to_none=True)
     with rt.autocast():
-        loss2, logs, s2 = full_context_step(model, b.frames, b, cfg, 3, state)
+        loss2, logs, s2 = full_context_step(model, b.frames, b, 3, state)
     g2 = _grads(model)
     assert any(n.startswith("backbone.") for n in g2) and any(n.startswith("head.") for n in g2)
     tol = REL[device] if precision == "fp32" else 2e-2  # bf16 CNN: micro-batches round differently
@@ -302,7 +302,7 @@ def test_compiled_training_forward_matches_eager(device, monkeypatch):
             model.zero_grad(set_to_none=True)
             out, new_state = f(b.frames.float() / 255, state=state, new_video=b.new_video,
                                valid=b.valid)
-            loss, _ = model.loss(out, b, cfg)
+            loss, _ = model.loss(out, b)
             loss.backward()
             losses.append(float(loss.detach()))
             grads.append(_grads(model))

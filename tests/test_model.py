@@ -52,7 +52,7 @@ def test_outputs_loss_decode(tasks):
     expected = {k for t in tasks for k in shapes if k.startswith(t)}
     assert {k: tuple(v.shape) for k, v in outputs.items()} == {k: shapes[k] for k in expected}
     assert isinstance(state, tuple)
-    total, logs = model.loss(outputs, b, _cfg(tasks=tasks))
+    total, logs = model.loss(outputs, b)
     torch.testing.assert_close(total.detach(), sum(logs[t] for t in tasks))
     total.backward()
     assert model.head.rnn.weight_hh_l0.grad is not None
@@ -120,11 +120,11 @@ def test_padding_masked_in_model_loss():
     b = _batch()
     b.valid[1, 3:] = False
     out, _ = model(_frames(b))
-    l1, _ = model.loss(out, b, None)
+    l1, _ = model.loss(out, b)
     b.phase[1, 3:] = (b.phase[1, 3:] + 1) % 7
     b.tools[1, 3:] = 1 - b.tools[1, 3:]
     b.anticipation[1, 3:] = 0
-    l2, _ = model.loss(out, b, None)
+    l2, _ = model.loss(out, b)
     torch.testing.assert_close(l1, l2)
 
 

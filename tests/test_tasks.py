@@ -38,12 +38,12 @@ def test_median_frequency_golden():
 
 def test_phase_weights_from_config_or_counts():
     cfg = from_dict({"task": {"phase_weights": [1.0, 2.0, 3.0, 4.0]}})
-    t = build_task("phase", 8, cfg, 4, 0, 0, phase_counts=[1, 1, 1, 1])
+    t = build_task("phase", 8, cfg.task, 4, 0, 0, phase_counts=[1, 1, 1, 1])
     assert t.class_weights.tolist() == [1.0, 2.0, 3.0, 4.0]
-    t = build_task("phase", 8, from_dict({}), 4, 0, 0, phase_counts=[10, 20, 30, 40])
+    t = build_task("phase", 8, from_dict({}).task, 4, 0, 0, phase_counts=[10, 20, 30, 40])
     torch.testing.assert_close(t.class_weights, torch.tensor([2.5, 1.25, 5 / 6, 0.625]))
     with pytest.raises(SurgflowError, match="phase_weights"):
-        build_task("phase", 8, from_dict({"task": {"phase_weights": [1.0]}}), 4, 0, 0)
+        build_task("phase", 8, from_dict({"task": {"phase_weights": [1.0]}}).task, 4, 0, 0)
 
 
 def test_phase_loss_is_weighted_ce_over_valid_labelled_frames():
@@ -54,13 +54,13 @@ def test_phase_loss_is_weighted_ce_over_valid_labelled_frames():
     b.phase[0, 1] = -1  # unlabelled frame
     b.phase[1, 4:] = 3  # labels under padding must not count
     logits = task(torch.randn(2, 6, 8))["phase"]
-    loss = task.loss({"phase": logits}, b, None)["phase"]
+    loss = task.loss({"phase": logits}, b)["phase"]
     keep = b.valid & (b.phase >= 0)
     ref = F.cross_entropy(logits[keep], b.phase[keep], weight=torch.tensor(w))
     torch.testing.assert_close(loss, ref)
     # nothing labelled: zero, not NaN, and still differentiable
     b.phase[:] = -1
-    z = task.loss({"phase": logits}, b, None)["phase"]
+    z = task.loss({"phase": logits}, b)["phase"]
     assert z.item() == 0 and z.requires_grad
 
 
@@ -70,7 +70,7 @@ def test_every_task_builds_decodes_and_masks_padding(name):
     that padding (garbage features and labels) does not change, and a decoding of the same [B, T]."""
     cfg = from_dict({"task": {"tasks": [name]}})
     torch.manual_seed(0)
-    t = build_task(name, 8, cfg, 4, 3, 2)
+    t = build_task(name, 8, cfg.task, 4, 3, 2)
     assert t.name == name
     h = torch.randn(2, 6, 8)  # [B, T, H]
     out = t(h)
@@ -81,7 +81,7 @@ def test_every_task_builds_decodes_and_masks_padding(name):
     b2.phase[1, 4:] = 0
     b2.tools[1, 4:] = 1 - b2.tools[1, 4:]
     b2.anticipation[1, 4:] = 0.0
-    l1, l2 = t.loss(out, b1, cfg), t.loss(t(h2), b2, cfg)
+    l1, l2 = t.loss(out, b1), t.loss(t(h2), b2)
     assert l1[name].dim() == 0 and l1[name].requires_grad and torch.isfinite(l1[name])
     torch.testing.assert_close(l1[name], l2[name])
     dec = t.decode(out)
@@ -91,7 +91,7 @@ def test_every_task_builds_decodes_and_masks_padding(name):
 @pytest.mark.parametrize("name", TASKS.names())
 def test_every_task_refuses_a_dataset_without_its_labels(name):
     with pytest.raises(SurgflowError, match=f"task '{name}' needs"):
-        build_task(name, 8, from_dict({}), 0, 0, 0)
+        build_task(name, 8, from_dict({}).task, 0, 0, 0)
 
 
 def test_the_documented_tasks_are_registered():
@@ -104,7 +104,7 @@ def test_tools_loss_matches_bce():
     b = _batch()
     b.valid[:] = True
     logits = task(torch.randn(2, 6, 8))["tools"]
-    torch.testing.assert_close(task.loss({"tools": logits}, b, None)["tools"],
+    torch.testing.assert_close(task.loss({"tools": logits}, b)["tools"],
                                F.binary_cross_entropy_with_logits(logits, b.tools))
 
 
@@ -113,12 +113,12 @@ def test_anticipation_targets_and_loss():
     minutes = torch.tensor([0.0, 0.5, 2.99, 3.0])
     assert AnticipationTask.class_target(minutes, h).tolist() == [0, 2, 2, 1]
     cfg = from_dict({"task": {"tasks": ["anticipation"], "horizon": h, "anticipation_ce_weight": 0.01}})
-    task = build_task("anticipation", 8, cfg, 0, 0, 2)
+    task = build_task("anticipation", 8, cfg.task, 0, 0, 2)
     out = task(torch.randn(1, 4, 8))
     assert out["anticipation"].shape == (1, 4, 2) and out["anticipation_cls"].shape == (1, 4, 2, 3)
     b = SimpleNamespace(anticipation=torch.stack([minutes, minutes.flip(0)], -1)[None],
                         valid=torch.ones(1, 4, dtype=torch.bool))
-    parts = task.loss(out, b, cfg)
+    parts = task.loss(out, b)
     reg = F.smooth_l1_loss(out["anticipation"], b.anticipation / h, reduction="sum") / 4
     cls = AnticipationTask.class_target(b.anticipation, h)
     ce = F.cross_entropy(out["anticipation_cls"].reshape(-1, 3), cls.reshape(-1), reduction="sum") / 4
@@ -128,7 +128,7 @@ def test_anticipation_targets_and_loss():
 def test_decode_ranges():
     cfg = from_dict({"task": {"tasks": TASKS.names(), "horizon": 5.0}})
     outs = {}
-    tasks = [build_task(n, 8, cfg, 4, 3, 2) for n in TASKS.names()]
+    tasks = [build_task(n, 8, cfg.task, 4, 3, 2) for n in TASKS.names()]
     for t in tasks:
         outs.update(t(torch.randn(2, 6, 8) * 50))
     dec = {}
@@ -143,8 +143,8 @@ def test_decode_ranges():
 def test_missing_labels_and_unknown_task():
     cfg = from_dict({})
     with pytest.raises(SurgflowError, match="tools"):
-        build_task("tools", 8, cfg, 4, 0, 0)
+        build_task("tools", 8, cfg.task, 4, 0, 0)
     with pytest.raises(SurgflowError, match="anticipation"):
-        build_task("anticipation", 8, cfg, 4, 0, 0)
+        build_task("anticipation", 8, cfg.task, 4, 0, 0)
     with pytest.raises(SurgflowError, match="unknown task 'segm'"):
-        build_task("segm", 8, cfg, 4, 0, 0)
+        build_task("segm", 8, cfg.task, 4, 0, 0)

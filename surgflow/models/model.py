@@ -90,11 +90,11 @@ class SurgflowModel(nn.Module):
         return self.temporal(self.features(frames), state, new_video, valid)
 
     # -- training and decoding -------------------------------------------------------------------
-    def loss(self, outputs: dict, batch, cfg=None):
+    def loss(self, outputs: dict, batch):
         """-> (total, {name: detached value}); total = sum of the per-task losses."""
         total, logs = None, {}
         for name, task in self.tasks.items():
-            parts = task.loss(outputs, batch, cfg)
+            parts = task.loss(outputs, batch)
             total = parts[name] if total is None else total + parts[name]
             logs.update({k: v.detach() for k, v in parts.items()})
         logs["loss"] = total.detach()
@@ -126,7 +126,7 @@ def build_model(cfg, num_phases: int, num_tools: int = 0, num_instruments: int =
                               channels_last=cfg.train.channels_last,
                               drop_path_rate=m.drop_path_rate)
     head = build_head(m.head, backbone.feature_dim, m)
-    tasks = {name: build_task(name, head.out_dim, cfg, num_phases, num_tools, num_instruments,
+    tasks = {name: build_task(name, head.out_dim, cfg.task, num_phases, num_tools, num_instruments,
                               phase_counts, **task_inputs)
              for name in cfg.task.tasks}
     return SurgflowModel(backbone, head, tasks, size or DEFAULT_SIZE, m.dropout)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from surgflow.io_utils import SurgflowError
 from surgflow.labels import IGNORE_INDEX
-from surgflow.registry import TASKS  # entries: task classes; TASKS.build(name, in_dim, cfg, **dims)
+from surgflow.registry import TASKS  # entries: task classes; TASKS.build(name, in_dim, task_cfg, **dims)
 
 
 def median_frequency_weights(counts: Sequence[int]) -> np.ndarray:
@@ -55,9 +55,9 @@ def _masked_mean(per_frame: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class Task(nn.Module):
-    """Registered tasks build with `from_config(in_dim, cfg, num_phases=, num_tools=,
-    num_instruments=, phase_counts=None)` (cfg: surgflow.config.Config; each reads its own
-    `task` settings there and keeps them)."""
+    """Registered tasks build with `from_config(in_dim, task_cfg, num_phases=, num_tools=,
+    num_instruments=, phase_counts=None)` (task_cfg: the Config's `task` section; each reads its
+    own settings there and keeps them: loss() takes no config)."""
     name: str
     output_keys: tuple
     # The task's evaluation (validation metrics, prediction files, scorer, tables): an object, or
@@ -94,9 +94,9 @@ class Task(nn.Module):
         """What the loss averages over (DDP weights ranks by it): the valid frames."""
         return float(_field(batch, "valid").sum())
 
-    def loss(self, outputs: dict, batch, cfg=None) -> dict:
-        """{self.name: loss to add, other names: detached logs}; cfg is ignored (the task keeps
-        its settings) and accepted for callers that still pass it."""
+    def loss(self, outputs: dict, batch) -> dict:
+        """{self.name: loss to add, other names: detached logs}; the task's settings are those it
+        was built with."""
         raise NotImplementedError
 
     def decode(self, outputs: dict) -> dict:
@@ -151,8 +151,8 @@ class PhaseTask(Task):
         self.register_buffer("class_weights", w.float())  # saved with the model
 
     @classmethod
-    def from_config(cls, in_dim, cfg, num_phases=0, phase_counts=None, **_dims) -> "PhaseTask":
-        weights = cfg.task.phase_weights
+    def from_config(cls, in_dim, task_cfg, num_phases=0, phase_counts=None, **_dims) -> "PhaseTask":
+        weights = task_cfg.phase_weights
         if weights is not None:
             if len(weights) != num_phases:
                 raise SurgflowError(f"task.phase_weights: {len(weights)} weights for {num_phases} phases")
@@ -165,7 +165,7 @@ class PhaseTask(Task):
     def forward(self, h):  # h [B, T, H]
         return {"phase": self.fc(h)}  # [B, T, P]
 
-    def loss(self, outputs, batch, cfg=None):
+    def loss(self, outputs, batch):
         logits = outputs["phase"].float()  # [B, T, P]
         target = self.target(batch).to(logits.device)  # [B, T]
         valid = _field(batch, "valid").to(logits.device)
@@ -208,13 +208,13 @@ class ToolsTask(Task):
         self.fc = nn.Linear(in_dim, num_tools)
 
     @classmethod
-    def from_config(cls, in_dim, cfg, num_tools=0, **_dims) -> "ToolsTask":
+    def from_config(cls, in_dim, task_cfg, num_tools=0, **_dims) -> "ToolsTask":
         return cls(in_dim, num_tools)
 
     def forward(self, h):
         return {"tools": self.fc(h)}  # [B, T, K]
 
-    def loss(self, outputs, batch, cfg=None):
+    def loss(self, outputs, batch):
         logits = outputs["tools"].float()
         target = self.target(batch).to(logits.device, torch.float32)  # [B, T, K]
         valid = _field(batch, "valid").to(logits.device)
@@ -254,8 +254,8 @@ class AnticipationTask(Task):
         self.ce_weight = float(ce_weight)
 
     @classmethod
-    def from_config(cls, in_dim, cfg, num_instruments=0, **_dims) -> "AnticipationTask":
-        return cls(in_dim, num_instruments, cfg.task.horizon, cfg.task.anticipation_ce_weight)
+    def from_config(cls, in_dim, task_cfg, num_instruments=0, **_dims) -> "AnticipationTask":
+        return cls(in_dim, num_instruments, task_cfg.horizon, task_cfg.anticipation_ce_weight)
 
     def run_meta(self):
         return {"horizon": self.horizon}  # the layer's outputs are minutes / horizon
@@ -273,7 +273,7 @@ class AnticipationTask(Task):
         cls[minutes <= 0] = 0
         return cls
 
-    def loss(self, outputs, batch, cfg=None):
+    def loss(self, outputs, batch):
         h, ce_weight = self.horizon, self.ce_weight  # built from task.horizon / anticipation_ce_weight
         reg = outputs["anticipation"].float()  # [B, T, I]
         cls_logits = outputs["anticipation_cls"].float()  # [B, T, I, 3]
@@ -291,8 +291,9 @@ class AnticipationTask(Task):
         return {"anticipation_min": outputs["anticipation"].float().clamp(0, 1) * self.horizon}
 
 
-def build_task(name: str, in_dim: int, cfg, num_phases: int, num_tools: int, num_instruments: int,
-               phase_counts=None, **task_inputs) -> Task:
-    """task_inputs: more of `task_training_inputs` (a plugin's); each task takes what it names."""
-    return TASKS.build(name, in_dim, cfg, num_phases=num_phases, num_tools=num_tools,
+def build_task(name: str, in_dim: int, task_cfg, num_phases: int, num_tools: int,
+               num_instruments: int, phase_counts=None, **task_inputs) -> Task:
+    """task_cfg: the Config's `task` section; task_inputs: more of `task_training_inputs` (a
+    plugin's); each task takes what it names."""
+    return TASKS.build(name, in_dim, task_cfg, num_phases=num_phases, num_tools=num_tools,
                        num_instruments=num_instruments, phase_counts=phase_counts, **task_inputs)

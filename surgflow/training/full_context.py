@@ -63,7 +63,7 @@ class _RNGReplay:
             yield
 
 
-def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int, state=None,
+def full_context_step(model, frames: torch.Tensor, batch, micro_batch: int, state=None,
                       loss_fn=None):
     """One forward/backward over a whole [B, T] batch; the caller steps the optimiser.
 
@@ -102,7 +102,7 @@ def full_context_step(model, frames: torch.Tensor, batch, cfg, micro_batch: int,
 
     # (b) temporal head + losses with autograd; gradients w.r.t. the features
     outputs, new_state = model.temporal(feats, state, new_video, getattr(batch, "valid", None))
-    total, logs = loss_fn(outputs, batch) if loss_fn is not None else model.loss(outputs, batch, cfg)
+    total, logs = loss_fn(outputs, batch) if loss_fn is not None else model.loss(outputs, batch)
     total.backward()
     grad = feats.grad.reshape(B * T, 1, -1)  # [N, 1, D]
 

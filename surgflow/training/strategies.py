@@ -80,15 +80,15 @@ def loss_denominator(task, batch) -> float:
     return task.loss_denominator(getattr(batch, "labels", batch))
 
 
-def rank_weighted_loss(model, outputs: dict, batch, cfg, rt):
+def rank_weighted_loss(model, outputs: dict, batch, rt):
     """(loss to backpropagate, logs) of `model` on this rank's batch. In one process the model's
     loss. Under DDP each task's loss times this rank's share of the task's denominator
     (Runtime.loss_weights): averaged over the ranks (DDP, or all_reduce_gradients), the gradient
     is that of one process's loss over all ranks' frames, also with class-weighted phases and
     ranks with idle lanes. logs hold this rank's unweighted losses, as model.loss's."""
     if not rt.distributed:
-        return model.loss(outputs, batch, cfg)
-    parts = {name: task.loss(outputs, batch, cfg) for name, task in model.tasks.items()}
+        return model.loss(outputs, batch)
+    parts = {name: task.loss(outputs, batch) for name, task in model.tasks.items()}
     weights = rt.loss_weights({name: loss_denominator(task, batch)
                                for name, task in model.tasks.items()})
     total = sum(parts[name][name] * weights[name] for name in parts)
@@ -175,7 +175,7 @@ class Strategy:
 
     def loss(self, outputs: dict, batch):
         """(loss to backpropagate, logs): rank_weighted_loss (the model's loss in one process)."""
-        return rank_weighted_loss(self.model, outputs, batch, self.cfg, self.rt)
+        return rank_weighted_loss(self.model, outputs, batch, self.rt)
 
     def idle_norms(self, batch):
         """Context for the forward of `batch` (on the CPU, before the transfer): BatchNorm
@@ -305,8 +305,8 @@ class FullContext(Strategy):
         batch = trim_padding(batch).to(self.rt.device, non_blocking=True)
         x = self.inputs(batch)
         with self.rt.autocast():
-            _, logs, state = self._step(self.model, x, batch, self.cfg,
-                                        self.cfg.train.micro_batch, self.state, loss_fn=self.loss)
+            _, logs, state = self._step(self.model, x, batch, self.cfg.train.micro_batch,
+                                        self.state, loss_fn=self.loss)
         self.state = self.model.detach_state(state)
         return StepResult(float(logs["loss"]), _to_float(logs), int(batch.valid.sum()))
 
