@@ -209,11 +209,11 @@ def test_appearance_is_off_by_default_and_built_from_the_config():
     from surgflow.config import load_config
     from surgflow.data.augment import AppearanceAugment, VideoAugment, build_augment
 
-    assert isinstance(build_augment(load_config(None)), ClipAugment)  # unchanged default
-    aug = build_augment(load_config(None, ["data.augment_appearance=0.5"]))
+    assert isinstance(build_augment(load_config(None).data), ClipAugment)  # unchanged default
+    aug = build_augment(load_config(None, ["data.augment_appearance=0.5"]).data)
     assert isinstance(aug, VideoAugment) and isinstance(aug.clip, ClipAugment)
     assert isinstance(aug.appearance, AppearanceAugment) and aug.appearance.strength == 0.5
-    assert build_augment(load_config(None, ["data.augment=false"])) is None
+    assert build_augment(load_config(None, ["data.augment=false"]).data) is None
     x = _video()
     torch.testing.assert_close(AppearanceAugment(strength=0.0)(x, torch.Generator().manual_seed(0)), x)
 

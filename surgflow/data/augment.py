@@ -340,11 +340,11 @@ class VideoAugment:
         return self.appearance(x, generator=generator, new_video=new_video, starts=starts)
 
 
-def build_augment(cfg):
-    """The training augmentation of a config (None when data.augment is off and
-    data.augment_appearance is 0); `surgflow train` and the input-path audit both build it here."""
-    clip = ClipAugment() if cfg.data.augment else None
-    strength = float(getattr(cfg.data, "augment_appearance", 0.0))
+def build_augment(data_cfg):
+    """The training augmentation of the Config's `data` section (None when data.augment is off
+    and data.augment_appearance is 0); `surgflow train` and the input-path audit both build it here."""
+    clip = ClipAugment() if data_cfg.augment else None
+    strength = float(getattr(data_cfg, "augment_appearance", 0.0))
     if strength > 0:
         return VideoAugment(clip, AppearanceAugment(strength))
     return clip

@@ -50,7 +50,7 @@ def build_training(cfg: Config, rt: Runtime, log: Optional[Callable[[str], None]
                    load_pretrained: bool = True) -> TrainingParts:
     """The parts of a training run of `cfg` on `rt`'s device. log: the run's log (dataset notes as
     WARNING lines, the data and model summary, the BN pitfall warning, runtime notes); None: the
-    dataset's notes as warnings, nothing else said. augment: "config" (build_augment(cfg)), None
+    dataset's notes as warnings, nothing else said. augment: "config" (build_augment(cfg.data)), None
     (off) or any callable like ClipAugment. load_pretrained: False for random weights (audits)."""
     say = log or (lambda msg: None)
     if not cfg.data.root:
@@ -97,7 +97,7 @@ def build_training(cfg: Config, rt: Runtime, log: Optional[Callable[[str], None]
             log(note)
 
     # augmentation and strategy (its sampler over the training subset)
-    aug = build_augment(cfg) if augment == "config" else augment
+    aug = build_augment(cfg.data) if augment == "config" else augment
     generator = torch.Generator().manual_seed(augment_seed(cfg, rt.rank))
     ctx = TrainContext(cfg=cfg, rt=rt, model=model, train_ds=train_ds, instruments=instruments,
                        augment=aug, generator=generator, log=say)
