@@ -471,6 +471,15 @@ def _has(preds: Mapping, *keys: str) -> bool:
     return bool(preds) and all(k in preds[v] for v in preds for k in keys)
 
 
+def _prediction_table(rec: dict, key: str, suffix: str, columns, video: str, out_dir) -> list[Path]:
+    """`<video><suffix>` in out_dir: the table of rec[key] [N, K] (nothing when absent or K = 0)."""
+    if key not in rec or not rec[key].shape[-1]:
+        return []
+    path = Path(out_dir) / f"{video}{suffix}"
+    files.write_table(path, rec[key], list(columns))
+    return [path]
+
+
 def _cols(preds: Mapping, key: str) -> dict:
     return {v: preds[v][key] for v in sorted(preds)}
 
@@ -656,11 +665,8 @@ class ToolsEvaluation(TaskEvaluation):
                               names.tool_names, fmt="{:.0f}")
 
     def write_predictions(self, rec, video, out_dir, names):
-        if "tools_prob" not in rec or not rec["tools_prob"].shape[-1]:
-            return []
-        path = Path(out_dir) / f"{video}{files.SUFFIX['tool']}"
-        files.write_table(path, rec["tools_prob"], list(names.tool_names))
-        return [path]
+        return _prediction_table(rec, "tools_prob", files.SUFFIX["tool"], names.tool_names, video,
+                                 out_dir)
 
     def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
         if not _has(preds, "tools_prob", "gt_tools"):
@@ -751,11 +757,8 @@ class AnticipationEvaluation(TaskEvaluation):
                               rec["anticipation_min"], names.instruments)
 
     def write_predictions(self, rec, video, out_dir, names):
-        if "anticipation_min" not in rec or not rec["anticipation_min"].shape[-1]:
-            return []
-        path = Path(out_dir) / f"{video}{files.SUFFIX['anticipation']}"
-        files.write_table(path, rec["anticipation_min"], list(names.instruments))
-        return [path]
+        return _prediction_table(rec, "anticipation_min", files.SUFFIX["anticipation"],
+                                 names.instruments, video, out_dir)
 
     def score(self, preds, names, fps, label, non_causal, notes, relaxed=None, wmae="per_instrument"):
         if not _has(preds, "anticipation_min", "gt_anticipation"):
