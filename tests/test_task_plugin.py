@@ -126,7 +126,7 @@ def parity_task():
 
 
 def test_a_task_registered_from_a_test_file_runs_end_to_end(parity_task, tiny_root, synthetic_raw,
-                                                             tmp_path):
+                                                             tmp_path, capsys):
     from surgflow.config import load_config
     from surgflow.evaluation.runner import evaluate_run
     from surgflow.training.trainer import train
@@ -171,6 +171,9 @@ def test_a_task_registered_from_a_test_file_runs_end_to_end(parity_task, tiny_ro
                  "--pred", str(run / "eval_test" / "predictions"), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(result["accuracy"], abs=1e-4)
     assert main(["score", NAME, "--pred", "x"]) == 2  # its own required flag, from its own parser
+    capsys.readouterr()
+    assert main(["score"]) == 2  # no task: the message lists the plugin beside the built-ins
+    assert f"phase, tools, anticipation, {NAME}" in capsys.readouterr().err
 
     # `surgflow view` shows its column beside the phase task's (per run and per video)
     import re

@@ -37,7 +37,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", metavar="TASK",
+    parser.add_argument("task", metavar="TASK", nargs="?",
                         help="what to score: phase, tools, anticipation, or any registered task with "
                              "a file scorer; `surgflow score TASK --help` lists its flags")
     parser.add_argument("task_args", metavar="FLAGS", nargs=argparse.REMAINDER,
@@ -57,6 +57,9 @@ def task_parser(task: str) -> argparse.ArgumentParser:
     from surgflow.evaluation.score import evaluation_of  # light: --help imports commands/
 
     tasks = scorable_tasks()
+    if task is None:
+        raise SurgflowError(f"name the task to score: {', '.join(tasks)} (`surgflow score TASK "
+                            f"--help` lists its flags)")
     if task not in tasks:
         raise SurgflowError(f"no task {task!r} with a file scorer; choose one of "
                             f"{', '.join(tasks)}")
