@@ -92,7 +92,6 @@ def run(args) -> int:
         targs = parser.parse_args(args.task_args)
     except SystemExit as e:  # --help, or a usage error argparse already printed
         return int(e.code or 0) if not isinstance(e.code, str) else 2
-    targs.task = args.task
     notes: list[str] = []
     check_outputs(targs)  # before reading and scoring: a path that cannot be written is a message
     result, written = score.evaluation_of(args.task).score_files(targs, notes)
