@@ -308,6 +308,8 @@ def test_failed_video_is_named_and_auto_split_keeps_membership(tiny_root, tmp_pa
         train(cfg, tmp_path / "run")
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "WARNING: 1 video(s) of" in log and "video04 (its place in the 'test' subset" in log
+    # and what it trains on: the frame size and rate the dataset was prepared at (WxH on screen)
+    assert "2 train videos, 1 validation videos; frames 56x32 (WxH) at 1 fps" in log
 
 
 def test_check_full_hash_catches_same_size_change_with_restored_mtime(synthetic_raw, tmp_path,

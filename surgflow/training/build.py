@@ -71,8 +71,10 @@ def build_training(cfg: Config, rt: Runtime, log: Optional[Callable[[str], None]
             val_ds = None
     # each task needs labels the dataset has (the Task registry says which: models/tasks.py)
     instruments = check_task_labels(cfg.task.tasks, cfg.task, ds, f"dataset {cfg.data.root}")
+    # frame size and rate belong in the log: a recipe's numbers hold at the size it was measured at
     say(f"data: {cfg.data.root} split {cfg.data.split}: {len(train_ds.videos)} train videos, "
-        f"{len(val_ds.videos) if val_ds else 0} validation videos")
+        f"{len(val_ds.videos) if val_ds else 0} validation videos; frames "
+        f"{ds.size[1]}x{ds.size[0]} (WxH) at {ds.fps:g} fps")
     if val_ds is None:
         say(f"no validation subset in split '{cfg.data.split}': best.pt = last.pt "
             f"(checkpoints are never selected on test)")
