@@ -67,6 +67,7 @@ QUICK = DemoSettings(train_videos=3, val_videos=1, test_videos=2, min_seconds=24
                      size=(36, 64), backbone="test_resnet", seq_len=16, lanes=1, epochs=2,
                      horizon=0.5, seeds=2)
 
+
 def check_out_dir(out: Path) -> None:
     """Refuse a directory holding something other than an earlier demo rather than overwrite it."""
     if out.exists() and any(out.iterdir()) and not (out / DEMO_MARKER).exists():
