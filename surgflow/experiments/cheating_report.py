@@ -20,8 +20,11 @@ class CheatingSetup:
     """Defaults follow the paper's regime (DOMAIN.md section 3): T = 64 consecutive 1-fps frames per
     batch, a horizon of minutes, videos of several minutes with several instrument uses each. The
     frames are small (56x32) so that 5 seeds x 3 variants train on a CPU."""
-    videos: int = 8  # synthetic videos (train_videos for training, the rest held out)
-    train_videos: int = 5
+    # measured (BENCHMARKS.md, issue 20): with 5 training videos GroupNorm fits them (train wMAE
+    # 0.17) but not the test videos (0.54); 15 videos at the same number of steps: -0.13
+    # [-0.19, -0.08] test wMAE on the same test videos, 5 seeds
+    videos: int = 18  # synthetic videos (train_videos for training, the rest held out)
+    train_videos: int = 15
     min_seconds: float = 360.0
     max_seconds: float = 540.0
     raw_size: tuple = (36, 64)  # synthesized video H, W
@@ -31,8 +34,9 @@ class CheatingSetup:
     seq_len: int = 64  # T consecutive frames of one video per batch
     # measured (BENCHMARKS.md, issue 20): 8 epochs with 64 units stopped before the honest models
     # learned (frozen BN 0.88 wMAE against 0.90 for the constant h); 40 epochs with 128 units
-    # put both honest models near half the constant's wMAE (seed 0: 0.46, 0.46)
-    epochs: int = 40
+    # put both honest models near half the constant's wMAE (seed 0: 0.46, 0.46); with 15 videos,
+    # 13 epochs make the same number of steps (~1600)
+    epochs: int = 13
     lr: float = 1e-3
     backbone: str = "test_resnet"  # a small timm ResNet with BatchNorm
     head: str = "lstm"
