@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SETTINGS = [(eps, lam) for eps in (1e-3, 1e-2, 1e-1) for lam in (0.5, 1.0, 2.0, 4.0)]
 
 
-def transition_counts(root: str) -> tuple[np.ndarray, np.ndarray]:
+def transition_counts(data: dict) -> tuple[np.ndarray, np.ndarray]:
     """(K, K) frame-to-frame transition counts and (K,) first-phase counts of the training videos
-    (the split the run trained with: `auto`)."""
+    of a run's `data` config (its root, split and training subset)."""
     from surgflow.data.store import PreparedDataset
 
-    ds = PreparedDataset(root, split="auto", subset="train")
+    ds = PreparedDataset(data["root"], split=data["split"], subset=data["train_subset"])
     k = len(ds.phase_names)
     counts, first = np.zeros((k, k)), np.zeros(k)
     for v in ds.videos:
@@ -56,21 +56,20 @@ def forward_filter(probs: np.ndarray, counts: np.ndarray, first: np.ndarray, eps
     return out
 
 
-def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    lines = path.read_text().splitlines()
-    return lines[0].split("\t")[1:], [x.split("\t") for x in lines[1:]]
-
-
 def run_accuracies(run: Path) -> dict:
     """{"raw": acc, (eps, lam): acc}: video-wise mean test accuracy (%) of one run."""
+    from surgflow.data.annotations import parse_mapping
+    from surgflow.evaluation.files import read_phase_pred, read_table
+
     ev = run / "eval_test_best"
-    counts, first = transition_counts(yaml.safe_load((run / "config.yaml").read_text())["data"]["root"])
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    counts, first = transition_counts(data)
+    names = parse_mapping(ev / "ground_truth" / "mapping.txt")
     per: dict = {}
     for pf in sorted((ev / "predictions").glob("*-phase_prob.txt")):
         video = pf.name[:-len("-phase_prob.txt")]
-        names, rows = read_table(pf)
-        probs = np.array([[float(x) for x in r[1:]] for r in rows])  # (T, K)
-        gt = np.array([names.index(r[1]) for r in read_table(ev / "ground_truth" / f"{video}-phase.txt")[1]])
+        probs = read_table(pf, names, "phase probabilities")[1]  # (T, K)
+        gt = read_phase_pred(ev / "ground_truth" / f"{video}-phase.txt", names)  # (T,)
         n = min(len(gt), len(probs))
         per.setdefault("raw", []).append(100 * (probs[:n].argmax(1) == gt[:n]).mean())
         for eps, lam in SETTINGS:
