@@ -111,21 +111,6 @@ def make_data(work: Path, name: str, spec: dict, sizes: set, log, workers: int =
     log(f"data {name} ({spec.get('profile', 'clean')}, seed {spec['seed']}): ready")
 
 
-def resolve_weights(overrides: list[str], work: Path) -> list[str]:
-    """`{weights:SOURCE}` in an override -> the offline ImageNet weights file of SOURCE
-    (surgflow.models.offline_weights), converted once into WORK/weights."""
-    out = []
-    for o in overrides:
-        if "{weights:" in o:
-            from surgflow.models.offline_weights import timm_weights_file  # heavy: torch
-
-            head, rest = o.split("{weights:", 1)
-            source, tail = rest.split("}", 1)
-            o = f"{head}{timm_weights_file(source, work / 'weights')}{tail}"
-        out.append(o)
-    return out
-
-
 # ---------------------------------------------------------------- one job
 def run_job(job: dict, plan: dict, work: Path, device: str) -> dict:
     name = f"{job['data']}-{job['variant']}-s{job['seed']}"
@@ -136,7 +121,7 @@ def run_job(job: dict, plan: dict, work: Path, device: str) -> dict:
     train = surgflow("train", plan["preset"], "--out", str(run),
                      "--set", f"data.root={prepared_dir(work, job['data'], job['size'])}",
                      "--set", f"train.seed={job['seed']}", "--set", f"train.device={device}",
-                     *[a for o in resolve_weights(job["overrides"], work) for a in ("--set", o)])
+                     *[a for o in job["overrides"] for a in ("--set", o)])
     if (run / "checkpoints" / "last.pt").exists():
         train.append("--resume")
     with open(logs / f"{name}.train.log", "w") as f:
