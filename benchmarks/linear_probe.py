@@ -52,8 +52,6 @@ def probe(xtr, ytr, xte, yte) -> tuple[float, float]:
 
 
 def main(argv=None) -> None:
-    import torch
-
     from surgflow.data.store import PreparedDataset
     from surgflow.models.backbones import build_backbone
     from surgflow.runs import load_model
@@ -63,7 +61,6 @@ def main(argv=None) -> None:
     p.add_argument("--data", required=True, help="prepared dataset (its 'auto' split)")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm name, for .pth files")
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = PreparedDataset(args.data, split="auto")
     train, test = ds.splits["train"], ds.splits["test"]
     print(f"{args.data}: {len(train)} training videos, {len(test)} test videos")
