@@ -207,9 +207,19 @@ def cmd_run(args) -> None:
 
 
 # ---------------------------------------------------------------- report
-def cmd_report(args) -> None:
+def versus(runs: list, reference_runs: list, key) -> str:
+    """key(run) minus key(reference run) over the same training seeds: mean [95% interval] (n);
+    a seed without its reference run drops out of the pairs, "-" under 2 pairs."""
     from surgflow.experiments.report import paired_difference
 
+    ref = {r["seed"]: key(r) for r in reference_runs}
+    p = paired_difference([key(r) for r in runs], [ref.get(r["seed"]) for r in runs])
+    if p["n"] < 2:
+        return "-"
+    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (n={p['n']})"
+
+
+def cmd_report(args) -> None:
     rows = [json.loads(x) for p in args.results for x in Path(p).read_text().splitlines() if x]
     ok = [r for r in rows if "best" in r]
     failed = [r for r in rows if "best" not in r]
@@ -217,8 +227,9 @@ def cmd_report(args) -> None:
     for r in ok:
         groups.setdefault((r["data"], r["variant"]), []).append(r)
     print("| data | variant | seeds | test acc per seed (best.pt) | mean ± std | last.pt mean | "
-          "lowest mean phase recall | worst late drop | minus reference, 95% interval | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "lowest mean phase recall | worst late drop | minus reference, 95% interval | "
+          "late drop minus reference | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (data, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != args.reference, kv[0][1])):
         rs = sorted(rs, key=lambda r: r["seed"])
         acc = [r["best"]["acc"] for r in rs]
@@ -227,16 +238,13 @@ def cmd_report(args) -> None:
         phases = rs[0]["best"]["recall"]
         rec = {p: statistics.mean(r["best"]["recall"][p] for r in rs) for p in phases}
         low = min(rec, key=rec.get)
-        ref = {r["seed"]: r["best"]["acc"] for r in groups.get((data, args.reference), [])}
-        # same seed, a - b; a seed without its reference run drops out of the pairs
-        p = paired_difference(acc, [ref.get(r["seed"]) for r in rs])
-        cmp = "-"
-        if variant != args.reference and p["n"] >= 2:
-            cmp = f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (n={p['n']})"
+        refs = [] if variant == args.reference else groups.get((data, args.reference), [])
+        cmp = versus(rs, refs, lambda r: r["best"]["acc"])
+        cmp_drop = versus(rs, refs, lambda r: r["late_drop"])
         print(f"| {data} | {variant} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
               f"{statistics.mean(last):.2f} | {low} {rec[low]:.1f} | "
-              f"{max(r['late_drop'] for r in rs):.1f} | {cmp} | "
+              f"{max(r['late_drop'] for r in rs):.1f} | {cmp} | {cmp_drop} | "
               f"{min(r['train_s'] for r in rs):.0f}-{max(r['train_s'] for r in rs):.0f} |")
     for r in failed:
         print(f"\nFAILED: {r['data']} {r['variant']} seed {r['seed']} (rc {r['rc']})")
