@@ -246,8 +246,38 @@ def cmd_report(args) -> None:
               f"{statistics.mean(last):.2f} | {low} {rec[low]:.1f} | "
               f"{max(r['late_drop'] for r in rs):.1f} | {cmp} | {cmp_drop} | "
               f"{min(r['train_s'] for r in rs):.0f}-{max(r['train_s'] for r in rs):.0f} |")
+    pooled(groups, args.reference)
     for r in failed:
         print(f"\nFAILED: {r['data']} {r['variant']} seed {r['seed']} (rc {r['rc']})")
+
+
+def pooled(groups: dict, reference: str) -> None:
+    """Each variant minus the reference over every (dataset, seed) pair both ran: one verdict
+    across data conditions, not only across the seeds of one dataset."""
+    from surgflow.experiments.report import paired_difference
+
+    lines = []
+    for variant in sorted({v for _, v in groups} - {reference}):
+        pairs = []  # (dataset, variant run, reference run)
+        for (data, v), rs in sorted(groups.items()):
+            ref = {r["seed"]: r for r in groups.get((data, reference), [])}
+            pairs += [(data, r, ref[r["seed"]]) for r in rs if v == variant and r["seed"] in ref]
+        if len(pairs) < 2:
+            continue
+        cells = []
+        for key in (lambda r: r["best"]["acc"], lambda r: r["late_drop"]):
+            p = paired_difference([key(a) for _, a, _ in pairs], [key(b) for _, _, b in pairs])
+            lower = sum(key(a) < key(b) for _, a, b in pairs)
+            cells.append(f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}], "
+                         f"lower in {lower} of {p['n']}")
+        datasets = sorted({d for d, _, _ in pairs})
+        lines.append(f"| {variant} | {', '.join(datasets)} | {len(pairs)} | {cells[0]} | {cells[1]} |")
+    if lines:
+        print(f"\nPooled over datasets, each variant minus {reference} paired by dataset and seed "
+              "(mean [95% interval]):\n")
+        print("| variant | datasets | pairs | test accuracy | late drop |")
+        print("|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 def main(argv=None) -> None:
