@@ -285,4 +285,5 @@ def _viewer_section(out: Path, seed: int) -> list[str]:
 def _recipe() -> str:
     t = to_dict(load_config(PRESET))["train"]
     keys = ("optimizer", "lr", "weight_decay", "lr_schedule", "warmup_steps", "lr_min", "grad_clip")
-    return ", ".join(f"{k} {t[k]}" for k in keys if k in t)
+    ema = f", an EMA of the weights (decay {t['ema_decay']}) validated and kept" if t.get("ema_decay") else ""
+    return ", ".join(f"{k} {t[k]}" for k in keys if k in t) + ema
