@@ -260,8 +260,9 @@ def pooled(groups: dict, reference: str) -> None:
     for variant in sorted({v for _, v in groups} - {reference}):
         pairs = []  # (dataset, variant run, reference run)
         for (data, v), rs in sorted(groups.items()):
-            ref = {r["seed"]: r for r in groups.get((data, reference), [])}
-            pairs += [(data, r, ref[r["seed"]]) for r in rs if v == variant and r["seed"] in ref]
+            if v == variant:
+                ref = {r["seed"]: r for r in groups.get((data, reference), [])}
+                pairs += [(data, r, ref[r["seed"]]) for r in rs if r["seed"] in ref]
         if len(pairs) < 2:
             continue
         cells = []
