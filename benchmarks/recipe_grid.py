@@ -207,6 +207,19 @@ def cmd_run(args) -> None:
 
 
 # ---------------------------------------------------------------- report
+def test_acc(run: dict) -> float:
+    return run["best"]["acc"]
+
+
+def late_drop_of(run: dict) -> float:
+    return run["late_drop"]
+
+
+def interval(p: dict) -> str:
+    """A paired_difference result as "mean [95% interval]"."""
+    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
+
+
 def versus(runs: list, reference_runs: list, key) -> str:
     """key(run) minus key(reference run) over the same training seeds: mean [95% interval] (n);
     a seed without its reference run drops out of the pairs, "-" under 2 pairs."""
@@ -216,7 +229,7 @@ def versus(runs: list, reference_runs: list, key) -> str:
     p = paired_difference([key(r) for r in runs], [ref.get(r["seed"]) for r in runs])
     if p["n"] < 2:
         return "-"
-    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] (n={p['n']})"
+    return f"{interval(p)} (n={p['n']})"
 
 
 def cmd_report(args) -> None:
@@ -239,8 +252,8 @@ def cmd_report(args) -> None:
         rec = {p: statistics.mean(r["best"]["recall"][p] for r in rs) for p in phases}
         low = min(rec, key=rec.get)
         refs = [] if variant == args.reference else groups.get((data, args.reference), [])
-        cmp = versus(rs, refs, lambda r: r["best"]["acc"])
-        cmp_drop = versus(rs, refs, lambda r: r["late_drop"])
+        cmp = versus(rs, refs, test_acc)
+        cmp_drop = versus(rs, refs, late_drop_of)
         print(f"| {data} | {variant} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
               f"{statistics.mean(last):.2f} | {low} {rec[low]:.1f} | "
@@ -266,11 +279,10 @@ def pooled(groups: dict, reference: str) -> None:
         if len(pairs) < 2:
             continue
         cells = []
-        for key in (lambda r: r["best"]["acc"], lambda r: r["late_drop"]):
+        for key in (test_acc, late_drop_of):
             p = paired_difference([key(a) for _, a, _ in pairs], [key(b) for _, _, b in pairs])
             lower = sum(key(a) < key(b) for _, a, b in pairs)
-            cells.append(f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}], "
-                         f"lower in {lower} of {p['n']}")
+            cells.append(f"{interval(p)}, lower in {lower} of {p['n']}")
         datasets = sorted({d for d, _, _ in pairs})
         lines.append(f"| {variant} | {', '.join(datasets)} | {len(pairs)} | {cells[0]} | {cells[1]} |")
     if lines:
