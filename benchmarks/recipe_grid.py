@@ -207,7 +207,8 @@ def cmd_run(args) -> None:
 
 
 # ---------------------------------------------------------------- report
-def test_acc(run: dict) -> float:
+def best_pt_test_acc(run: dict) -> float:
+    """Test accuracy of the run's best.pt (the checkpoint the tables compare)."""
     return run["best"]["acc"]
 
 
@@ -252,7 +253,7 @@ def cmd_report(args) -> None:
         rec = {p: statistics.mean(r["best"]["recall"][p] for r in rs) for p in phases}
         low = min(rec, key=rec.get)
         refs = [] if variant == args.reference else groups.get((data, args.reference), [])
-        cmp = versus(rs, refs, test_acc)
+        cmp = versus(rs, refs, best_pt_test_acc)
         cmp_drop = versus(rs, refs, late_drop_of)
         print(f"| {data} | {variant} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
@@ -279,7 +280,7 @@ def pooled(groups: dict, reference: str) -> None:
         if len(pairs) < 2:
             continue
         cells = []
-        for key in (test_acc, late_drop_of):
+        for key in (best_pt_test_acc, late_drop_of):
             p = paired_difference([key(a) for _, a, _ in pairs], [key(b) for _, _, b in pairs])
             lower = sum(key(a) < key(b) for _, a, b in pairs)
             cells.append(f"{interval(p)}, lower in {lower} of {p['n']}")
