@@ -159,8 +159,8 @@ def _config(s: CheatingSetup, variant: str, seed: int, prepared: Path, split: Pa
                   "hidden": s.hidden},
         "task": {"tasks": ["anticipation"], "online": True, "horizon": s.horizon},
         "train": {"strategy": "carry_hidden", "seq_len": s.seq_len, "batch_size": 1,
-                  "epochs": s.epochs, "lr": s.lr, "device": device, "seed": seed,
-                  "log_every": 1, "best_metric": "val/wMAE"},
+                  "epochs": s.epochs, "lr": s.lr, "warmup_steps": s.warmup_steps,
+                  "device": device, "seed": seed, "log_every": 1, "best_metric": "val/wMAE"},
     })
 
 

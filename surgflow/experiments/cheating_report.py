@@ -38,6 +38,7 @@ class CheatingSetup:
     # 13 epochs make the same number of steps (~1600)
     epochs: int = 13
     lr: float = 1e-3
+    warmup_steps: int = 0  # linear lr warmup (train.warmup_steps), then constant lr
     backbone: str = "test_resnet"  # a small timm ResNet with BatchNorm
     head: str = "lstm"
     hidden: int = 128
