@@ -40,6 +40,18 @@ def test_conclusion_is_computed_from_numbers():
 
 
 @pytest.mark.slow
+def test_setup_warmup_reaches_the_training_config(tmp_path):
+    from surgflow.experiments.cheating import QUICK, CheatingSetup, _config
+    from surgflow.training.schedules import lr_factor
+
+    s = CheatingSetup()
+    cfg = _config(s, "frozen_bn", 0, tmp_path, tmp_path / "split.yaml", "cpu")
+    assert cfg.train.warmup_steps == s.warmup_steps > 0 and cfg.train.lr == s.lr
+    # linear warmup, then the constant lr the experiment trains at
+    assert lr_factor(0, 1500, cfg.train) < 0.01 and lr_factor(s.warmup_steps, 1500, cfg.train) == 1.0
+    assert QUICK.warmup_steps == 0  # the quick run makes far fewer steps than the warmup
+
+
 def test_quick_experiment(tmp_path, capsys):
     from surgflow.cli import main
 
@@ -131,6 +143,8 @@ def test_cli_pretrained_flag_names_the_known_sources(tmp_path, capsys, monkeypat
     # ImageNet weights are fine-tuned at a lower lr than the from-scratch runs (at 1e-3 the honest
     # variants never fit: BENCHMARKS.md, issue 20)
     assert seen["setup"].lr == 1e-4 < cheating.CheatingSetup().lr
+    # the from-scratch warmup (for frozen statistics) is not part of the measured pretrained setup
+    assert seen["setup"].warmup_steps == 0 < cheating.CheatingSetup().warmup_steps
     assert seen["setup"].pretrained == "efficientnet_lite0" and seen["setup"].seq_len == 16
     assert main(["experiment", "cheating", "--pretrained", "imagenet21k", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err

@@ -47,7 +47,8 @@ def run(args) -> int:
             raise SurgflowError(f"--pretrained: unknown offline weights '{args.pretrained}'; known: "
                                 f"{', '.join(SOURCES)}")
         setup = replace(QUICK if args.quick else CheatingSetup(), pretrained=args.pretrained,
-                        backbone=SOURCES[args.pretrained].timm_name, lr=PRETRAINED_LR)
+                        backbone=SOURCES[args.pretrained].timm_name, lr=PRETRAINED_LR,
+                        warmup_steps=0)  # measured without warmup (BENCHMARKS.md, issue 20)
     res = run_cheating_experiment(args.out, seeds=seeds, quick=args.quick, setup=setup,
                                   device=resolve_device(args.device), workers=args.workers)
     print(open(res["files"]["markdown"]).read())

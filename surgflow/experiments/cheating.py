@@ -50,7 +50,7 @@ METRICS = ("inMAE", "outMAE", "wMAE")
 
 QUICK = CheatingSetup(videos=4, train_videos=3, min_seconds=30.0, max_seconds=36.0,
                       raw_size=(36, 64), size=(32, 56), horizon=0.5, seq_len=16, epochs=2,
-                      hidden=32)
+                      hidden=32, warmup_steps=0)
 
 
 
