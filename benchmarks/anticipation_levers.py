@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,12 +50,11 @@ def main(argv=None) -> None:
     s = replace(CheatingSetup(), **parse_overrides(args.set))
     prepared, split, train, test = _prepare_data(args.out, s)
     base = trivial_baselines(prepared, train, test, s.horizon)
-    print("setup", json.dumps({k: v for k, v in vars(s).items()}), flush=True)
+    print("setup", json.dumps(asdict(s)), flush=True)
     print("baselines", json.dumps({k: round(m["wMAE"], 3) for k, m in base.items()}), flush=True)
     jobs = [(str(args.out), s, v, int(seed), str(prepared), str(split), "cpu", 1, True)
             for seed in args.seeds.split(",") for v in args.variants.split(",")]
     t0 = time.time()
-
     for r in run_in_processes(_job, jobs, workers=args.workers):
         evals = {k: round(e["wMAE"], 3) for k, e in r["evals"].items()}
         loss = rep.curve(Path(r["run_dir"]), "train/loss")

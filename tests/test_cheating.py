@@ -39,7 +39,6 @@ def test_conclusion_is_computed_from_numbers():
     assert "within the seed spread: paired 95% interval contains 0" in noisy
 
 
-@pytest.mark.slow
 def test_setup_warmup_reaches_the_training_config(tmp_path):
     from surgflow.experiments.cheating import QUICK, CheatingSetup, _config
     from surgflow.training.schedules import lr_factor
@@ -52,6 +51,7 @@ def test_setup_warmup_reaches_the_training_config(tmp_path):
     assert QUICK.warmup_steps == 0  # the quick run makes far fewer steps than the warmup
 
 
+@pytest.mark.slow
 def test_quick_experiment(tmp_path, capsys):
     from surgflow.cli import main
 
