@@ -166,6 +166,8 @@ def cmd_run(args) -> None:
         jobs = [j for j in jobs if j["data"] in args.data.split(",")]
     if args.variants:
         jobs = [j for j in jobs if j["variant"] in args.variants.split(",")]
+    if args.seeds:
+        jobs = [j for j in jobs if str(j["seed"]) in args.seeds.split(",")]
     if args.limit_jobs:
         jobs = jobs[:args.limit_jobs]
     sizes: dict = {}
@@ -308,6 +310,7 @@ def main(argv=None) -> None:
     r.add_argument("--limit-jobs", type=int, default=0)
     r.add_argument("--data", default="", help="only these datasets of the plan (comma-separated)")
     r.add_argument("--variants", default="", help="only these variants (comma-separated)")
+    r.add_argument("--seeds", default="", help="only these training seeds (comma-separated)")
     r.add_argument("--results", default="", help="results file (default: WORK/results.jsonl)")
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+")

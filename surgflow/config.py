@@ -101,9 +101,12 @@ class TrainConfig:
     # best.pt = best mean of the last `best_window` validations (1 = the single best value): a
     # noisy one-epoch peak is not kept
     best_window: int = 1
-    # exponential moving average of the weights (timm ModelEmaV3, with warmup), 0 = off; when on,
-    # validation, best.pt and eval use the averaged weights
+    # exponential moving average of the weights (timm ModelEmaV3), 0 = off; when on, validation,
+    # best.pt and eval use the averaged weights
     ema_decay: float = 0.0
+    # warmup: decay 1 - (1 + step) ** -2/3, capped at ema_decay (0.98 at step 400: short runs
+    # never reach a cap of 0.998); off: ema_decay from the first step (window ~ 1/(1 - decay) steps)
+    ema_warmup: bool = True
     log_every: int = 10
     two_stage_cnn_epochs: int = 1
 

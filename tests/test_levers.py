@@ -42,6 +42,24 @@ def test_ema_weights_are_validated_saved_and_loaded(tiny_root, tmp_path):
     assert info["weights"] == "model"
 
 
+
+def test_ema_without_warmup_averages_at_its_decay_from_the_first_step(tiny_root, tmp_path):
+    # timm copies the weights at the first step; at the second the average is d*w1 + (1-d)*w2,
+    # so (ema - w2) scales with d: 0.9 without warmup, 1 - 2**(-2/3) = 0.37 with it
+    ck = {}
+    for warmup in ("true", "false"):
+        train(_cfg(tiny_root, "train.ema_decay=0.9", f"train.ema_warmup={warmup}",
+                   "train.max_steps=2"), tmp_path / warmup)
+        ck[warmup] = load_checkpoint(tmp_path / warmup / "checkpoints" / "last.pt")
+    ratios = []
+    for k, w2 in ck["true"]["model"].items():
+        assert torch.equal(w2, ck["false"]["model"][k]), k  # the EMA does not touch training
+        gap_on, gap_off = ck["true"]["ema"][k] - w2, ck["false"]["ema"][k] - w2
+        if w2.is_floating_point() and gap_on.abs().max() > 1e-6:
+            ratios.append((gap_off.norm() / gap_on.norm()).item())
+    assert ratios
+    assert ratios == pytest.approx([0.9 / (1 - 2 ** (-2 / 3))] * len(ratios), rel=1e-3)
+
 def _select(values, window):
     """Epochs (1-based) at which best.pt is written for validation `values`."""
     cfg = load_config(None, [f"train.best_window={window}"])

@@ -114,10 +114,9 @@ class Trainer:
             if extra is not None:
                 rt.broadcast_parameters(extra)
         t = cfg.train
-        # averaged weights for validation, best.pt and eval; warmup: early on the average
-        # follows the weights closely (decay 1 - (1 + step) ** -2/3, capped at ema_decay: 0.98 at
-        # step 400)
-        self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=True) if t.ema_decay else None
+        # averaged weights for validation, best.pt and eval (train.ema_warmup: see TrainConfig)
+        self.ema = (ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=t.ema_warmup)
+                    if t.ema_decay else None)
         self.optimizer = make_optimizer(param_groups(parts.trained, t), t)
         # the schedule spans every epoch's steps (not max_steps, which a resume may change)
         self.total_steps = sum(self.strategy.steps_per_epoch(e) for e in range(t.epochs))
