@@ -209,9 +209,21 @@ def cmd_run(args) -> None:
 
 
 # ---------------------------------------------------------------- report
+KEPT: dict = {}  # variant -> the checkpoint compared for it ("best" unless `report --last-pt`)
+
+
+def kept(run: dict) -> dict:
+    """Test scores of the checkpoint the run keeps: best.pt, or last.pt for `--last-pt` variants."""
+    return run[KEPT.get(run["variant"], "best")]
+
+
+def label(variant: str) -> str:
+    return f"{variant} (last.pt)" if KEPT.get(variant) == "last" else variant
+
+
 def best_pt_test_acc(run: dict) -> float:
-    """Test accuracy of the run's best.pt (the checkpoint the tables compare)."""
-    return run["best"]["acc"]
+    """Test accuracy of the checkpoint the tables compare (best.pt unless `--last-pt`)."""
+    return kept(run)["acc"]
 
 
 def late_drop_of(run: dict) -> float:
@@ -237,27 +249,28 @@ def versus(runs: list, reference_runs: list, key) -> str:
 
 def cmd_report(args) -> None:
     rows = [json.loads(x) for p in args.results for x in Path(p).read_text().splitlines() if x]
+    KEPT.update({v: "last" for v in args.last_pt.split(",") if v})
     ok = [r for r in rows if "best" in r]
     failed = [r for r in rows if "best" not in r]
     groups: dict = {}
     for r in ok:
         groups.setdefault((r["data"], r["variant"]), []).append(r)
-    print("| data | variant | seeds | test acc per seed (best.pt) | mean ± std | last.pt mean | "
+    print("| data | variant | seeds | test acc per seed (best.pt; last.pt where marked) | mean ± std | last.pt mean | "
           "lowest mean phase recall | worst late drop | minus reference, 95% interval | "
           "late drop minus reference | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (data, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != args.reference, kv[0][1])):
         rs = sorted(rs, key=lambda r: r["seed"])
-        acc = [r["best"]["acc"] for r in rs]
+        acc = [best_pt_test_acc(r) for r in rs]
         last = [r["last"]["acc"] for r in rs]
         sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")
         phases = rs[0]["best"]["recall"]
-        rec = {p: statistics.mean(r["best"]["recall"][p] for r in rs) for p in phases}
+        rec = {p: statistics.mean(kept(r)["recall"][p] for r in rs) for p in phases}
         low = min(rec, key=rec.get)
         refs = [] if variant == args.reference else groups.get((data, args.reference), [])
         cmp = versus(rs, refs, best_pt_test_acc)
         cmp_drop = versus(rs, refs, late_drop_of)
-        print(f"| {data} | {variant} | {', '.join(str(r['seed']) for r in rs)} | "
+        print(f"| {data} | {label(variant)} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
               f"{statistics.mean(last):.2f} | {low} {rec[low]:.1f} | "
               f"{max(r['late_drop'] for r in rs):.1f} | {cmp} | {cmp_drop} | "
@@ -287,7 +300,7 @@ def pooled(groups: dict, reference: str) -> None:
             lower = sum(key(a) < key(b) for _, a, b in pairs)
             cells.append(f"{interval(p)}, lower in {lower} of {p['n']}")
         datasets = sorted({d for d, _, _ in pairs})
-        lines.append(f"| {variant} | {', '.join(datasets)} | {len(pairs)} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {label(variant)} | {', '.join(datasets)} | {len(pairs)} | {cells[0]} | {cells[1]} |")
     if lines:
         print(f"\nPooled over datasets, each variant minus {reference} paired by dataset and seed "
               "(mean [95% interval]):\n")
@@ -315,6 +328,8 @@ def main(argv=None) -> None:
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+")
     p.add_argument("--reference", default="preset")
+    p.add_argument("--last-pt", default="", help="variants compared by last.pt, not best.pt "
+                   "(comma-separated: a recipe that keeps its last weights)")
     args = ap.parse_args(argv)
     cmd_run(args) if args.cmd == "run" else cmd_report(args)
 
