@@ -221,7 +221,7 @@ def label(variant: str) -> str:
     return f"{variant} (last.pt)" if KEPT.get(variant) == "last" else variant
 
 
-def best_pt_test_acc(run: dict) -> float:
+def kept_test_acc(run: dict) -> float:
     """Test accuracy of the checkpoint the tables compare (best.pt unless `--last-pt`)."""
     return kept(run)["acc"]
 
@@ -261,14 +261,14 @@ def cmd_report(args) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (data, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != args.reference, kv[0][1])):
         rs = sorted(rs, key=lambda r: r["seed"])
-        acc = [best_pt_test_acc(r) for r in rs]
+        acc = [kept_test_acc(r) for r in rs]
         last = [r["last"]["acc"] for r in rs]
         sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")
         phases = rs[0]["best"]["recall"]
         rec = {p: statistics.mean(kept(r)["recall"][p] for r in rs) for p in phases}
         low = min(rec, key=rec.get)
         refs = [] if variant == args.reference else groups.get((data, args.reference), [])
-        cmp = versus(rs, refs, best_pt_test_acc)
+        cmp = versus(rs, refs, kept_test_acc)
         cmp_drop = versus(rs, refs, late_drop_of)
         print(f"| {data} | {label(variant)} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
@@ -295,7 +295,7 @@ def pooled(groups: dict, reference: str) -> None:
         if len(pairs) < 2:
             continue
         cells = []
-        for key in (best_pt_test_acc, late_drop_of):
+        for key in (kept_test_acc, late_drop_of):
             p = paired_difference([key(a) for _, a, _ in pairs], [key(b) for _, _, b in pairs])
             lower = sum(key(a) < key(b) for _, a, b in pairs)
             cells.append(f"{interval(p)}, lower in {lower} of {p['n']}")
