@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         api.train(preset, run, overrides=[f"data.root={root}", f"train.seed={seed}", *args.set],
                   resume=(run / "checkpoints" / "last.pt").exists())
         wall = time.perf_counter() - t0
-        ev = api.evaluate(run, split="test", checkpoint="best", out=run / "eval", plots=False, quiet=True)
+        ev = api.evaluate(run, split="test", checkpoint="kept", out=run / "eval", plots=False, quiet=True)
         if metric == "phase":
             score = ev["phase"]["video"]["accuracy"]["mean"]
             vals, swing = late_swing(run / "metrics.csv", "val/accuracy")

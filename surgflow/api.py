@@ -18,9 +18,9 @@ from surgflow.evaluation.runner import evaluate_run
 from surgflow.runs import load_model as _load_model
 
 
-def load_model(run_or_checkpoint: Union[str, Path], checkpoint: str = "best", device: str = "cpu"):
+def load_model(run_or_checkpoint: Union[str, Path], checkpoint: str = "kept", device: str = "cpu"):
     """(model in eval mode, Config, meta dict) from a run directory or a checkpoint .pt file;
-    checkpoint: best | last | a checkpoint path inside the run. Loads with weights_only=True."""
+    checkpoint: kept (the run's train.keep) | best | last | a checkpoint path inside the run. Loads with weights_only=True."""
     return _load_model(run_or_checkpoint, which=checkpoint, device=resolve_device(device))
 
 
@@ -44,7 +44,7 @@ def train(config: Any, out_dir: Union[str, Path], overrides: Optional[Sequence[s
     return _train(cfg, out_dir, resume=resume)
 
 
-def evaluate(run_or_checkpoint: Union[str, Path], split: str = "test", checkpoint: str = "best",
+def evaluate(run_or_checkpoint: Union[str, Path], split: str = "test", checkpoint: str = "kept",
              device: str = "cpu", out: Union[str, Path, None] = None, **kwargs) -> dict:
     """`surgflow eval` as a call: the model over whole videos of the run's split subset, causally,
     scored. Returns {"scores": {task: result}, "phase": ..., "json": path, "predictions": dir, ...}.
@@ -54,7 +54,7 @@ def evaluate(run_or_checkpoint: Union[str, Path], split: str = "test", checkpoin
 
 
 def audit(target: Any, input_shape: Optional[Sequence[int]] = None,
-          modes: Sequence[str] = ("train", "eval"), seed: int = 0, checkpoint: str = "best"):
+          modes: Sequence[str] = ("train", "eval"), seed: int = 0, checkpoint: str = "kept"):
     """BatchNorm-leakage audit of a model (torch module), a run directory / checkpoint, or a
     preset/YAML config (built with random weights: the leaks are structural). Returns an
     AuditReport (.leaks, .findings, .format(), .to_dict())."""

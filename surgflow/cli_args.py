@@ -2,8 +2,8 @@
 
 - sizes are WIDTHxHEIGHT on the command line (like the paper's "384x216") and (H, W) in the code;
 - `--device auto|cpu|cuda|cuda:N` (auto = the first GPU when there is one, else the CPU);
-- `--checkpoint best|last|PATH` picks the checkpoint of a run directory (`--which` is the old
-  spelling, still accepted with a warning).
+- `--checkpoint kept|best|last|PATH` picks the checkpoint of a run directory (kept = the one the
+  run's train.keep names; `--which` is the old spelling, still accepted with a warning).
 """
 from __future__ import annotations
 
@@ -102,12 +102,13 @@ class _DeprecatedAlias(argparse.Action):
 
 
 def add_checkpoint(parser: argparse.ArgumentParser, paths: bool = True) -> None:
-    """`--checkpoint best|last|PATH` (old spelling `--which`)."""
+    """`--checkpoint kept|best|last|PATH` (old spelling `--which`)."""
     action = parser.add_argument(
-        "--checkpoint", "--which", dest="checkpoint", default="best", metavar="CKPT",
+        "--checkpoint", "--which", dest="checkpoint", default="kept", metavar="CKPT",
         action=_DeprecatedAlias,
-        help="checkpoint of a run directory: best (best validation score), last"
-             + (", or a checkpoint file" if paths else "") + " (--which is the old spelling)")
+        help="checkpoint of a run directory: kept (the one its train.keep names), best (best "
+             "validation score), last" + (", or a checkpoint file" if paths else "")
+             + " (--which is the old spelling)")
     action.deprecated = ("--which",)
 
 

@@ -107,6 +107,10 @@ class TrainConfig:
     # warmup: decay 1 - (1 + step) ** -2/3, capped at ema_decay (0.98 at step 400: short runs
     # never reach a cap of 0.998); off: ema_decay from the first step (window ~ 1/(1 - decay) steps)
     ema_warmup: bool = True
+    # the checkpoint the run stands for (eval, predict, export, audit and the demo read it unless
+    # told otherwise): best = best.pt, chosen on validation; last = last.pt, the end of training
+    # (a smooth EMA curve's first plateau can be the validation best and still the worse model)
+    keep: str = "best"
     log_every: int = 10
     two_stage_cnn_epochs: int = 1
 
@@ -125,6 +129,7 @@ class Config:
 CHOICES: dict[str, tuple] = {
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.keep": ("best", "last"),
     "task.wmae": ("per_instrument", "pitfalls_bn"),  # anticipation_metrics.WMAE_CONVENTIONS
 }
 POSITIVE: tuple[str, ...] = ("train.seq_len", "train.batch_size", "train.micro_batch", "train.epochs",

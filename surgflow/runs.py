@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import yaml
+
 # checkpoint files are read and written by checkpoint_io only; load_checkpoint is also imported
 # from here by evaluation (the viewer, TensorBoard)
 from surgflow.checkpoint_io import best_problem, checkpoint_counters, load_checkpoint
-from surgflow.config import ConfigError, from_dict
+from surgflow.config import CHOICES, ConfigError, TrainConfig, from_dict
 from surgflow.io_utils import SurgflowError
 from surgflow.outputs import lock_holder
 
@@ -161,11 +163,31 @@ def checkpoint_notes(path_or_run_dir: str | Path, info: Mapping[str, Any]) -> li
     return notes
 
 
-def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "best") -> Path:
-    """The checkpoint file of a run directory (which: best | last | a path) or the file itself.
-    Never falls back from best to last: a missing or stale best.pt is an error naming the fix."""
+def kept_checkpoint(run_dir: str | Path) -> str:
+    """'best' or 'last': the checkpoint a run stands for, its train.keep as recorded in
+    RUN/config.yaml (a run from before train.keep existed kept best.pt, the default)."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        train = (yaml.safe_load(path.read_text()) or {}).get("train") or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SurgflowError(f"{path}: unreadable ({e}), so the checkpoint the run keeps "
+                            f"(train.keep) is unknown; name it: --checkpoint best or last") from None
+    keep = train.get("keep", TrainConfig.keep)
+    if keep not in CHOICES["train.keep"]:
+        raise SurgflowError(f"{path}: train.keep '{keep}' is not one of "
+                            f"{', '.join(CHOICES['train.keep'])}; name the checkpoint: "
+                            f"--checkpoint best or last")
+    return keep
+
+
+def resolve_checkpoint_path(path_or_run_dir: str | Path, which: str = "kept") -> Path:
+    """The checkpoint file of a run directory (which: kept | best | last | a path) or the file
+    itself; kept = the one the run's train.keep names (kept_checkpoint). Never falls back from
+    best to last: a missing or stale best.pt is an error naming the fix."""
     p = Path(path_or_run_dir)
     if p.is_dir():
+        if which == "kept":
+            which = kept_checkpoint(p)
         if which in ("best", "last"):
             cand = p / "checkpoints" / f"{which}.pt"
             if which == "best" and (p / "checkpoints" / "last.pt").is_file():
@@ -203,17 +225,20 @@ def shape_mismatches(model, state: dict, limit: int = 3) -> str:
     return "; ".join(bad[:limit]) + (f" (+{len(bad) - limit} more)" if len(bad) > limit else "")
 
 
-def load_model(path_or_run_dir: str | Path, which: str = "best", device="cpu",
+def load_model(path_or_run_dir: str | Path, which: str = "kept", device="cpu",
                info: Optional[dict] = None):
-    """(model.eval(), cfg, RunMeta) from a run directory (which: best | last | a path) or a .pt file.
+    """(model.eval(), cfg, RunMeta) from a run directory (which: kept | best | last | a path; see
+    resolve_checkpoint_path) or a .pt file.
     `info`, when given, receives the checkpoint read: {path, step, epoch, step_in_epoch} (for
     checkpoint_notes: a live run replaces its files, so they are taken from the loaded dict)."""
     from surgflow.models.model import build_model  # heavy: torch; the viewer and api import runs without it
 
+    if which == "kept" and Path(path_or_run_dir).is_dir():
+        which = kept_checkpoint(path_or_run_dir)
     path = resolve_checkpoint_path(path_or_run_dir, which)
     ckpt = load_checkpoint(path)
     if info is not None:
-        info.update(path=str(path), step=ckpt.get("step"), epoch=ckpt.get("epoch"),
+        info.update(path=str(path), which=which, step=ckpt.get("step"), epoch=ckpt.get("epoch"),
                     step_in_epoch=ckpt.get("step_in_epoch"))
     try:
         cfg = from_dict(ckpt["config"])

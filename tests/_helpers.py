@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from surgflow.config import from_dict, to_dict
+from surgflow.config import from_dict, to_dict, to_yaml
 from surgflow.data.augment import _GRAY, ClipAugment
 from surgflow.labels import ANTICIPATION_INSTRUMENTS, CHOLEC80_PHASES, CHOLEC80_TOOLS
 from surgflow.models.model import build_model
@@ -30,6 +30,8 @@ def make_checkpoint(path, head="lstm", online=True, size=SIZE, fps=1.0, seed=0):
     save_checkpoint(path, {"config": to_dict(cfg), "model": model.state_dict(), "optimizer": {},
                            "epoch": 0, "step": 0, "step_in_epoch": 0, "rng": {}, "meta": meta,
                            "best": 0.0})
+    if Path(path).parent.name == "checkpoints":  # a run folder: its config.yaml, as training writes
+        (Path(path).parent.parent / "config.yaml").write_text(to_yaml(cfg))
     return path
 
 

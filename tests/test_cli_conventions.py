@@ -119,7 +119,7 @@ def test_one_checkpoint_flag_with_the_old_spelling_deprecated(capsys):
                               ("audit", ["c.yaml"])):
         p = _sub(name)
         extra = ["--onnx", "m.onnx"] if name == "export" else []
-        assert p.parse_args(positionals + extra).checkpoint == "best"
+        assert p.parse_args(positionals + extra).checkpoint == "kept"
         assert p.parse_args(positionals + extra + ["--checkpoint", "last"]).checkpoint == "last"
         assert capsys.readouterr().err == ""
         assert p.parse_args(positionals + extra + ["--which", "last"]).checkpoint == "last"

@@ -2,13 +2,18 @@
 stochastic depth; each does what its config key says, and the bad values name the key."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from surgflow.checkpoint_io import load_checkpoint
 from surgflow.config import ConfigError, load_config
+from surgflow.evaluation.runner import evaluate_run
 from surgflow.models.backbones import build_backbone
-from surgflow.runs import load_model
+from surgflow.io_utils import SurgflowError
+from surgflow.runs import load_model, resolve_checkpoint_path
 from surgflow.training.state import TrainState
 from surgflow.training.trainer import train
 
@@ -59,6 +64,38 @@ def test_ema_without_warmup_averages_at_its_decay_from_the_first_step(tiny_root,
             ratios.append((gap_off.norm() / gap_on.norm()).item())
     assert ratios
     assert ratios == pytest.approx([0.9 / (1 - 2 ** (-2 / 3))] * len(ratios), rel=1e-3)
+
+def test_keep_last_makes_the_run_stand_for_its_last_weights(tiny_root, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(tiny_root, "train.keep=last", "train.ema_decay=0.9", "train.ema_warmup=false",
+               "train.epochs=3"), run)
+    ck = run / "checkpoints"
+    assert resolve_checkpoint_path(run) == ck / "last.pt"  # the default of eval, predict, export
+    assert resolve_checkpoint_path(run, "best") == ck / "best.pt"  # still chosen on validation
+    info: dict = {}
+    model, _, _ = load_model(run, info=info)
+    assert info["path"] == str(ck / "last.pt")
+    last = load_checkpoint(ck / "last.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, last["ema"][k]), k
+    # `surgflow eval RUN` records the file it read, and says why
+    res = evaluate_run(run, split="val", plots=False, quiet=True)
+    saved = json.loads(Path(res["json"]).read_text())
+    assert saved["checkpoint"] == "last"
+    assert "checkpoint: last (the one the run keeps: train.keep)" in \
+        saved["scores"]["phase"]["protocol"]["notes"][0]
+    # a run recorded as keeping best.pt, or written before train.keep existed, reads best.pt
+    text = (run / "config.yaml").read_text()
+    assert "  keep: last\n" in text
+    for recorded in (text.replace("keep: last", "keep: best"), text.replace("  keep: last\n", "")):
+        (run / "config.yaml").write_text(recorded)
+        assert resolve_checkpoint_path(run) == ck / "best.pt"
+    (run / "config.yaml").write_text(text.replace("keep: last", "keep: newest"))
+    with pytest.raises(SurgflowError, match=r"config\.yaml: train\.keep 'newest'"):
+        resolve_checkpoint_path(run)
+    with pytest.raises(ConfigError, match=r"train\.keep"):
+        load_config(None, ["train.keep=newest"])
+
 
 def _select(values, window):
     """Epochs (1-based) at which best.pt is written for validation `values`."""

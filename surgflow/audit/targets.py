@@ -10,7 +10,7 @@ from surgflow.io_utils import SurgflowError
 from surgflow.runs import load_model
 
 
-def load_target(target: str, overrides: list[str], which: str = "best", with_config: bool = False):
+def load_target(target: str, overrides: list[str], which: str = "kept", with_config: bool = False):
     """(model, description) from a YAML config, a run directory or a checkpoint file; with_config:
     (model, description, cfg) where cfg is the config as audited (None for a checkpoint), for the
     input-path audit."""
@@ -55,7 +55,7 @@ def load_target(target: str, overrides: list[str], which: str = "best", with_con
 
 
 def audit(target: Any, input_shape: Optional[Sequence[int]] = None,
-          modes: Sequence[str] = ("train", "eval"), seed: int = 0, checkpoint: str = "best"):
+          modes: Sequence[str] = ("train", "eval"), seed: int = 0, checkpoint: str = "kept"):
     """BatchNorm-leakage audit of a model (torch module), a run directory / checkpoint, or a
     preset/YAML config. Returns an AuditReport (.leaks, .findings, .format(), .to_dict())."""
     import torch  # heavy: torch; api.py and the audit package import this module

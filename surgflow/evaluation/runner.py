@@ -152,7 +152,7 @@ def check_store_matches_run(ds, meta, root, run_dir) -> None:
             f"(`surgflow prepare LAYOUT RAW OUT {' '.join(fixes)}`)")
 
 
-def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: bool = False,
+def evaluate_run(run_dir, split: str = "test", checkpoint: str = "kept", cheat: bool = False,
                  out=None, device="cpu", chunk: Optional[int] = None, relaxed: Optional[str] = None,
                  plots: bool = True, max_plot_videos: int = 8, quiet: bool = False,
                  data_root=None) -> dict:
@@ -164,6 +164,9 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
     info: dict = {}
     # looked up at call time (module attributes), as the tests' stand-ins replace them
     model, cfg, meta = runs.load_model(run_dir, checkpoint, device, info=info)
+    kept = checkpoint == "kept" and "which" in info
+    if kept:  # recorded (json, notes, TensorBoard step) as the file it named: best or last
+        checkpoint = info["which"]
 
     ckpt_notes = checkpoint_notes(run_dir, info)  # which step; a live run; an unchecked best.pt
     if not quiet:
@@ -198,7 +201,8 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "best", cheat: 
         out = base / f"eval_{tag}"
     out = check_writable_dir(out, "evaluation folder", "--out")  # before the long model pass
     label = f"{split} NON-CAUSAL" if cheat else split
-    notes = [f"checkpoint: {checkpoint}; chunk {chunk} frames, state carried across chunks",
+    kept_by = " (the one the run keeps: train.keep)" if kept else ""
+    notes = [f"checkpoint: {checkpoint}{kept_by}; chunk {chunk} frames, state carried across chunks",
              *ckpt_notes, *store_notes]
     if not getattr(model, "is_causal", True):
         notes.append("offline model (non-causal head): the whole video is seen at once")

@@ -30,7 +30,7 @@ def _note(text: str) -> None:
     print(f"surgflow eval: note: {text}", file=sys.stderr)
 
 
-def log_eval_scores(run_dir, scores: dict, tag: str, checkpoint: str = "best",
+def log_eval_scores(run_dir, scores: dict, tag: str, checkpoint: str = "kept",
                     log: Callable[[str], None] = _note) -> list[str]:
     """Scores as scalars `<tag>/<task>/...` in RUN_DIR/tb at the step of the evaluated checkpoint;
     returns the tags written ([] when the run has no tb/ folder, or when tb/ cannot be written,

@@ -149,7 +149,7 @@ def _job(out: str, s: DemoSettings, key: str, seed: int, prepared: str, split: s
         evals = {}
         for row, (k, cheat, _) in ROWS.items():
             if k == key:
-                ev = evaluate_run(run_dir, split="test", checkpoint="best", cheat=cheat,
+                ev = evaluate_run(run_dir, split="test", checkpoint="kept", cheat=cheat,
                                   out=out_p / "eval" / f"{row}_seed{seed}", plots=False, quiet=True)
                 evals[row] = _summarise(ev)
     return {"key": key, "seed": seed, "run_dir": str(run_dir), "train": result, "evals": evals}
@@ -233,7 +233,7 @@ def run_demo(out: str | Path = "surgflow_demo", quick: bool = False, seed: int =
     audits = {}
     for key in MODELS:
         run_dir = next(r["run_dir"] for r in results if r["key"] == key)
-        model, _, _ = load_model(run_dir, which="best", device="cpu")
+        model, _, _ = load_model(run_dir, which="kept", device="cpu")
         with heartbeat(f"audit {key}"):
             audits[key] = audit_model(model)
         atomic_write_json(out / "audit" / f"{key}.json", audits[key].to_dict())

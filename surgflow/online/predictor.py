@@ -137,7 +137,7 @@ class OnlinePredictor:
         self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path_or_run: str, which: str = "best", device: str = "cpu") -> "OnlinePredictor":
+    def from_checkpoint(cls, path_or_run: str, which: str = "kept", device: str = "cpu") -> "OnlinePredictor":
         model, _cfg, meta = load_model(path_or_run, which=which, device=device)
         return cls(model, meta, device=device)
 

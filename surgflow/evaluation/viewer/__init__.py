@@ -81,7 +81,7 @@ def _dense(frames: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
 def _run_meta(run_dir: str) -> dict:
     """The checkpoint meta of the evaluated run (data root, split), {} when unreadable."""
     try:
-        return dict(load_checkpoint(resolve_checkpoint_path(run_dir, "best")).get("meta") or {})
+        return dict(load_checkpoint(resolve_checkpoint_path(run_dir)).get("meta") or {})
     except (SurgflowError, OSError, RuntimeError, ValueError):
         return {}
 
