@@ -229,16 +229,18 @@ def load_model(path_or_run_dir: str | Path, which: str = "kept", device="cpu",
                info: Optional[dict] = None):
     """(model.eval(), cfg, RunMeta) from a run directory (which: kept | best | last | a path; see
     resolve_checkpoint_path) or a .pt file.
-    `info`, when given, receives the checkpoint read: {path, step, epoch, step_in_epoch} (for
-    checkpoint_notes: a live run replaces its files, so they are taken from the loaded dict)."""
+    `info`, when given, receives the checkpoint read: {path, which (best, last or the file given),
+    step, epoch, step_in_epoch} (for checkpoint_notes: a live run replaces its files, so they are
+    taken from the loaded dict)."""
     from surgflow.models.model import build_model  # heavy: torch; the viewer and api import runs without it
 
-    if which == "kept" and Path(path_or_run_dir).is_dir():
+    run_dir = Path(path_or_run_dir).is_dir()
+    if which == "kept" and run_dir:
         which = kept_checkpoint(path_or_run_dir)
     path = resolve_checkpoint_path(path_or_run_dir, which)
     ckpt = load_checkpoint(path)
     if info is not None:
-        info.update(path=str(path), which=which, step=ckpt.get("step"), epoch=ckpt.get("epoch"),
+        info.update(path=str(path), which=which if run_dir else str(path), step=ckpt.get("step"), epoch=ckpt.get("epoch"),
                     step_in_epoch=ckpt.get("step_in_epoch"))
     try:
         cfg = from_dict(ckpt["config"])

@@ -164,9 +164,9 @@ def evaluate_run(run_dir, split: str = "test", checkpoint: str = "kept", cheat: 
     info: dict = {}
     # looked up at call time (module attributes), as the tests' stand-ins replace them
     model, cfg, meta = runs.load_model(run_dir, checkpoint, device, info=info)
-    kept = checkpoint == "kept" and "which" in info
-    if kept:  # recorded (json, notes, TensorBoard step) as the file it named: best or last
-        checkpoint = info["which"]
+    kept = checkpoint == "kept" and Path(run_dir).is_dir()
+    # recorded (json, notes, TensorBoard step) as what was read: best, last or the file given
+    checkpoint = info.get("which", checkpoint)
 
     ckpt_notes = checkpoint_notes(run_dir, info)  # which step; a live run; an unchecked best.pt
     if not quiet:
