@@ -153,8 +153,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
           f"`{PRESET}` preset: {_recipe()}"
           + f". The only difference: **BatchNorm** (native) vs the same network with every BatchNorm "
           f"replaced by **GroupNorm** (BN-free). Seeds {', '.join(map(str, seeds))}; each seed "
-          "changes the initial weights and the data order, not the data. Best checkpoint chosen on "
-          "validation accuracy.", ""]
+          "changes the initial weights and the data order, not the data. " + _kept_words(), ""]
     L += ["## Conclusion (computed from the numbers)", ""]
     L += [f"- {p[0].upper()}{p[1:]}." for p in conclusion_parts(comps, n_seeds)] + [""]
     L += ["## Phase recognition on the test videos", "",
@@ -285,5 +284,14 @@ def _viewer_section(out: Path, seed: int) -> list[str]:
 def _recipe() -> str:
     t = to_dict(load_config(PRESET))["train"]
     keys = ("optimizer", "lr", "weight_decay", "lr_schedule", "warmup_steps", "lr_min", "grad_clip")
-    ema = f", an EMA of the weights (decay {t['ema_decay']}) validated and kept" if t.get("ema_decay") else ""
+    warmup = "" if t.get("ema_warmup", True) else ", from the first step"
+    ema = (f", an EMA of the weights (decay {t['ema_decay']}{warmup}) validated and evaluated"
+           if t.get("ema_decay") else "")
     return ", ".join(f"{k} {t[k]}" for k in keys if k in t) + ema
+
+
+def _kept_words() -> str:
+    """Which checkpoint the test rows are of: the preset's train.keep."""
+    if to_dict(load_config(PRESET))["train"].get("keep", "best") == "last":
+        return "Test rows are of the last checkpoint (the preset's `train.keep=last`)."
+    return "Best checkpoint chosen on validation accuracy."
