@@ -234,13 +234,14 @@ def load_model(path_or_run_dir: str | Path, which: str = "kept", device="cpu",
     taken from the loaded dict)."""
     from surgflow.models.model import build_model  # heavy: torch; the viewer and api import runs without it
 
-    run_dir = Path(path_or_run_dir).is_dir()
-    if which == "kept" and run_dir:
+    is_run_dir = Path(path_or_run_dir).is_dir()
+    if which == "kept" and is_run_dir:
         which = kept_checkpoint(path_or_run_dir)
     path = resolve_checkpoint_path(path_or_run_dir, which)
     ckpt = load_checkpoint(path)
     if info is not None:
-        info.update(path=str(path), which=which if run_dir else str(path), step=ckpt.get("step"), epoch=ckpt.get("epoch"),
+        info.update(path=str(path), which=which if is_run_dir else str(path),
+                    step=ckpt.get("step"), epoch=ckpt.get("epoch"),
                     step_in_epoch=ckpt.get("step_in_epoch"))
     try:
         cfg = from_dict(ckpt["config"])

@@ -49,8 +49,9 @@ def run(args) -> int:
               f"{best['step']})" + (", EMA weights" if cfg.train.ema_decay else ""))
     # best.pt does not exist before the first validation (e.g. a signal stop early in epoch 1)
     print("checkpoints: " + "  ".join(str(p) for p in (res["last"], res["best"]) if Path(p).is_file()))
-    print(f"kept (eval, predict, export and audit read it by default): {res[cfg.train.keep]} "
-          f"(train.keep={cfg.train.keep})")
+    if Path(res[cfg.train.keep]).is_file():
+        print(f"kept (eval, predict, export and audit read it by default): {res[cfg.train.keep]} "
+              f"(train.keep={cfg.train.keep})")
     if res["stopped"] in ("SIGTERM", "SIGINT"):  # a clean stop, but not the end of training
         print(f"next: surgflow train {shlex.quote(str(out / 'config.yaml'))} --out "
               f"{shlex.quote(str(out))} --resume")

@@ -142,6 +142,7 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
     seeds = values["bn_free"]["seeds"]
     ex = first["bn_free"]
     test_videos = sorted(ex["per_video"])
+    preset = to_dict(load_config(PRESET))["train"]  # the recipe the report describes
     L = ["# surgflow demo report", ""]
     L += [f"Synthetic Cholec80-layout data: {s.videos} videos of {s.min_seconds}-{s.max_seconds} s "
           f"(160x90, 25 fps, `surgflow synth` profile `{s.profile}`), prepared at 1 fps and {s.size[1]}x{s.size[0]} px (WxH). Split "
@@ -150,10 +151,10 @@ def write_report(out: Path, s, results: list[dict], audits: dict, timings: dict,
           f"1-layer LSTM (64 units), trained end to end with carried hidden state (`carry_hidden`, "
           f"{s.lanes} lane x T={s.seq_len} consecutive frames), phase recognition + instrument "
           f"anticipation (horizon {s.horizon:g} min), {s.epochs} epochs; optimiser and lr from the "
-          f"`{PRESET}` preset: {_recipe()}"
+          f"`{PRESET}` preset: {_recipe(preset)}"
           + f". The only difference: **BatchNorm** (native) vs the same network with every BatchNorm "
           f"replaced by **GroupNorm** (BN-free). Seeds {', '.join(map(str, seeds))}; each seed "
-          "changes the initial weights and the data order, not the data. " + _kept_words(), ""]
+          "changes the initial weights and the data order, not the data. " + _kept_words(preset), ""]
     L += ["## Conclusion (computed from the numbers)", ""]
     L += [f"- {p[0].upper()}{p[1:]}." for p in conclusion_parts(comps, n_seeds)] + [""]
     L += ["## Phase recognition on the test videos", "",
@@ -281,8 +282,8 @@ def _viewer_section(out: Path, seed: int) -> list[str]:
             f"folder with `surgflow view {' '.join(rep.relpath(e, out) for e in evals)} --out viewer`.", ""]
 
 
-def _recipe() -> str:
-    t = to_dict(load_config(PRESET))["train"]
+def _recipe(t: dict) -> str:
+    """The preset's optimiser, schedule and EMA in words (t: its train section)."""
     keys = ("optimizer", "lr", "weight_decay", "lr_schedule", "warmup_steps", "lr_min", "grad_clip")
     warmup = "" if t.get("ema_warmup", True) else ", from the first step"
     ema = (f", an EMA of the weights (decay {t['ema_decay']}{warmup}) validated and evaluated"
@@ -290,8 +291,8 @@ def _recipe() -> str:
     return ", ".join(f"{k} {t[k]}" for k in keys if k in t) + ema
 
 
-def _kept_words() -> str:
-    """Which checkpoint the test rows are of: the preset's train.keep."""
-    if to_dict(load_config(PRESET))["train"].get("keep", "best") == "last":
+def _kept_words(t: dict) -> str:
+    """Which checkpoint the test rows are of: the preset's train.keep (t: its train section)."""
+    if t["keep"] == "last":
         return "Test rows are of the last checkpoint (the preset's `train.keep=last`)."
     return "Best checkpoint chosen on validation accuracy."
