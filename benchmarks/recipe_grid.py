@@ -53,6 +53,16 @@ def late_drop(metrics_csv: Path, key: str = "val/accuracy") -> tuple[list[float]
     return vals, max(max(vals) - v for v in late)
 
 
+def late_fall(vals: list[float]) -> float:
+    """The largest fall below the best validation value reached SO FAR among the epochs of the
+    last third: a curve past its peak and falling (overfitting) scores its fall, a curve still
+    rising scores 0, where `late_drop` (below the whole run's best) scores its climb."""
+    if not vals:
+        return float("nan")
+    start = len(vals) - max(len(vals) // 3, 1)
+    return max(max(vals[:i + 1]) - vals[i] for i in range(start, len(vals)))
+
+
 def phase_summary(scores_json: Path) -> dict:
     s = json.loads(scores_json.read_text())["scores"]["phase"]
     return {"acc": s["video"]["accuracy"]["mean"], "acc_video_std": s["video"]["accuracy"]["std"],
@@ -131,7 +141,8 @@ def run_job(job: dict, plan: dict, work: Path, device: str) -> dict:
     if rc != 0:
         return result
     vals, drop = late_drop(run / "metrics.csv")
-    result.update(val=[round(v, 2) for v in vals], late_drop=round(drop, 2))
+    result.update(val=[round(v, 2) for v in vals], late_drop=round(drop, 2),
+                  late_fall=round(late_fall(vals), 2))
     for which in ("best", "last"):
         out = run / f"eval_test_{which}"
         with open(logs / f"{name}.eval_{which}.log", "w") as f:
@@ -204,7 +215,8 @@ def cmd_run(args) -> None:
                 out.flush()
                 acc = f"{r['best']['acc']:.2f}" if "best" in r else f"FAILED rc {r['rc']}"
                 log(f"{r['data']} {r['variant']} seed {r['seed']}: test {acc}, "
-                    f"late drop {r.get('late_drop', '-')}, {r.get('wall_s', r['train_s'])} s")
+                    f"late drop {r.get('late_drop', '-')}, late fall {r.get('late_fall', '-')}, "
+                    f"{r.get('wall_s', r['train_s'])} s")
     log("grid done")
 
 
@@ -228,6 +240,11 @@ def kept_test_acc(run: dict) -> float:
 
 def late_drop_of(run: dict) -> float:
     return run["late_drop"]
+
+
+def late_fall_of(run: dict) -> float:
+    """From the recorded validation curve, so rows written before `late_fall` existed have it too."""
+    return round(late_fall(run["val"]), 2)
 
 
 def interval(p: dict) -> str:
@@ -256,9 +273,9 @@ def cmd_report(args) -> None:
     for r in ok:
         groups.setdefault((r["data"], r["variant"]), []).append(r)
     print("| data | variant | seeds | test acc per seed (best.pt; last.pt where marked) | mean ± std | last.pt mean | "
-          "lowest mean phase recall | worst late drop | minus reference, 95% interval | "
+          "lowest mean phase recall | worst late drop | worst late fall | minus reference, 95% interval | "
           "late drop minus reference | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (data, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != args.reference, kv[0][1])):
         rs = sorted(rs, key=lambda r: r["seed"])
         acc = [kept_test_acc(r) for r in rs]
@@ -273,7 +290,8 @@ def cmd_report(args) -> None:
         print(f"| {data} | {label(variant)} | {', '.join(str(r['seed']) for r in rs)} | "
               f"{', '.join(f'{a:.1f}' for a in acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
               f"{statistics.mean(last):.2f} | {low} {rec[low]:.1f} | "
-              f"{max(r['late_drop'] for r in rs):.1f} | {cmp} | {cmp_drop} | "
+              f"{max(r['late_drop'] for r in rs):.1f} | {max(late_fall_of(r) for r in rs):.1f} | "
+              f"{cmp} | {cmp_drop} | "
               f"{min(r['train_s'] for r in rs):.0f}-{max(r['train_s'] for r in rs):.0f} |")
     pooled(groups, args.reference)
     for r in failed:
@@ -295,17 +313,17 @@ def pooled(groups: dict, reference: str) -> None:
         if len(pairs) < 2:
             continue
         cells = []
-        for key in (kept_test_acc, late_drop_of):
+        for key in (kept_test_acc, late_drop_of, late_fall_of):
             p = paired_difference([key(a) for _, a, _ in pairs], [key(b) for _, _, b in pairs])
             lower = sum(key(a) < key(b) for _, a, b in pairs)
             cells.append(f"{interval(p)}, lower in {lower} of {p['n']}")
         datasets = sorted({d for d, _, _ in pairs})
-        lines.append(f"| {label(variant)} | {', '.join(datasets)} | {len(pairs)} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {label(variant)} | {', '.join(datasets)} | {len(pairs)} | {' | '.join(cells)} |")
     if lines:
         print(f"\nPooled over datasets, each variant minus {reference} paired by dataset and seed "
               "(mean [95% interval]):\n")
-        print("| variant | datasets | pairs | test accuracy | late drop |")
-        print("|---|---|---|---|---|")
+        print("| variant | datasets | pairs | test accuracy | late drop | late fall |")
+        print("|---|---|---|---|---|---|")
         print("\n".join(lines))
 
 
