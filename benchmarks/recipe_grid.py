@@ -49,8 +49,12 @@ def late_drop(metrics_csv: Path, key: str = "val/accuracy") -> tuple[list[float]
     vals = [100 * float(r[key]) for r in rows]
     if not vals:
         return [], float("nan")
-    late = vals[len(vals) - max(len(vals) // 3, 1):]
-    return vals, max(max(vals) - v for v in late)
+    return vals, max(max(vals) - v for v in vals[last_third(vals):])
+
+
+def last_third(vals: list[float]) -> int:
+    """Index of the first validation of the last third of training (at least the last one)."""
+    return len(vals) - max(len(vals) // 3, 1)
 
 
 def late_fall(vals: list[float]) -> float:
@@ -59,8 +63,7 @@ def late_fall(vals: list[float]) -> float:
     rising scores 0, where `late_drop` (below the whole run's best) scores its climb."""
     if not vals:
         return float("nan")
-    start = len(vals) - max(len(vals) // 3, 1)
-    return max(max(vals[:i + 1]) - vals[i] for i in range(start, len(vals)))
+    return max(max(vals[:i + 1]) - vals[i] for i in range(last_third(vals), len(vals)))
 
 
 def phase_summary(scores_json: Path) -> dict:
