@@ -49,7 +49,7 @@ def test_extends_merges_sections_and_replaces_values(tmp_path):
 def test_child_presets_keep_the_weights_they_were_measured_with_when_the_parent_averages():
     """The phase preset's EMA (read at last.pt) was measured on it alone; its children's figures
     (lite0's held-out accuracy, anticipation's wMAE) were measured without it, so they must not
-    inherit it through `extends` (it did, unnoticed, for one pass: ~190 steps of lite0 at 0.99 end
+    inherit it through `extends` (it did, unnoticed, for three passes: ~190 steps of lite0 at 0.99 end
     with 15 % of the initial weights in the average)."""
     parent = load_config("synthetic_phase_tiny")
     assert parent.train.ema_decay > 0 and parent.train.keep == "last"
