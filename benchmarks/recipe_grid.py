@@ -79,11 +79,21 @@ def load_plan(path: Path) -> dict:
     for key in ("preset", "data", "variants", "jobs"):
         if key not in plan:
             raise SystemExit(f"{path}: missing '{key}'")
+    from surgflow.config import ConfigError, load_config
+    for name, v in plan["variants"].items():  # a typo fails now, not after hours of other jobs
+        v = v or {}
+        try:
+            load_config(v.get("preset", plan["preset"]), list(v.get("set", [])))
+        except ConfigError as e:
+            raise SystemExit(f"{path}: variant '{name}': {e}") from None
     return plan
 
 
 def plan_jobs(plan: dict) -> list[dict]:
-    """[{data, variant, seed, overrides, size}] in the plan's order, without repeats."""
+    """[{data, variant, seed, preset, overrides, size}] in the plan's order, without repeats. A
+    variant runs on the plan's preset unless it names its own (`preset:`): a variant for another
+    preset names it instead of copying its settings as overrides, so a change to that preset (or
+    to the one it extends) reaches the variant as it reaches users."""
     jobs, seen = [], set()
     for block in plan["jobs"]:
         for data in block["data"]:
@@ -98,6 +108,7 @@ def plan_jobs(plan: dict) -> list[dict]:
                     if key not in seen:
                         seen.add(key)
                         jobs.append({"data": data, "variant": variant, "seed": seed,
+                                     "preset": v.get("preset", plan["preset"]),
                                      "overrides": list(v.get("set", [])),
                                      "size": v.get("size", plan["data"][data].get("size", "112x64"))})
     return jobs
@@ -131,7 +142,7 @@ def run_job(job: dict, plan: dict, work: Path, device: str) -> dict:
     env = {**os.environ, **ENV, "OMP_NUM_THREADS": os.environ.get("GRID_THREADS", "1")}
     logs = work / "logs"
     t0 = time.time()
-    train = surgflow("train", plan["preset"], "--out", str(run),
+    train = surgflow("train", job["preset"], "--out", str(run),
                      "--set", f"data.root={prepared_dir(work, job['data'], job['size'])}",
                      "--set", f"train.seed={job['seed']}", "--set", f"train.device={device}",
                      *[a for o in job["overrides"] for a in ("--set", o)])
@@ -139,7 +150,7 @@ def run_job(job: dict, plan: dict, work: Path, device: str) -> dict:
         train.append("--resume")
     with open(logs / f"{name}.train.log", "w") as f:
         rc = subprocess.run(train, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    result = {**{k: job[k] for k in ("data", "variant", "seed", "size", "overrides")},
+    result = {**{k: job[k] for k in ("data", "variant", "seed", "preset", "size", "overrides")},
               "train_s": round(time.time() - t0, 1), "rc": rc}
     if rc != 0:
         return result
@@ -216,7 +227,8 @@ def cmd_run(args) -> None:
                 longest = max(longest, r.get("wall_s", r["train_s"]))
                 out.write(json.dumps(r) + "\n")
                 out.flush()
-                acc = f"{r['best']['acc']:.2f}" if "best" in r else f"FAILED rc {r['rc']}"
+                acc = (f"{r['best']['acc']:.2f} at best.pt, {r['last']['acc']:.2f} at last.pt"
+                       if "last" in r else f"FAILED rc {r['rc']}")
                 log(f"{r['data']} {r['variant']} seed {r['seed']}: test {acc}, "
                     f"late drop {r.get('late_drop', '-')}, late fall {r.get('late_fall', '-')}, "
                     f"{r.get('wall_s', r['train_s'])} s")
