@@ -59,6 +59,8 @@ def test_child_presets_keep_the_weights_they_were_measured_with_when_the_parent_
         # everything else the child does not set still comes from the parent
         assert (cfg.train.optimizer, cfg.train.weight_decay, cfg.train.lr_schedule) == \
             (parent.train.optimizer, parent.train.weight_decay, parent.train.lr_schedule), child
+    # likewise the LSTM state the tiny preset took in the fifteenth pass (anticipation sets its own)
+    assert load_config("synthetic_phase_lite0").model.hidden == 64 < parent.model.hidden
 
 
 def test_extends_cycle_and_unknown_parent_fail_with_a_message(tmp_path):
