@@ -75,6 +75,11 @@ def phase_summary(scores_json: Path) -> dict:
 
 
 # ---------------------------------------------------------------- plan
+def variant_preset(plan: dict, variant: dict) -> str:
+    """The preset a variant runs on: its own `preset:`, else the plan's."""
+    return variant.get("preset", plan["preset"])
+
+
 def load_plan(path: Path) -> dict:
     plan = yaml.safe_load(path.read_text())
     for key in ("preset", "data", "variants", "jobs"):
@@ -84,7 +89,7 @@ def load_plan(path: Path) -> dict:
     for name, v in plan["variants"].items():  # a typo fails now, not after hours of other jobs
         v = v or {}
         try:
-            load_config(v.get("preset", plan["preset"]), list(v.get("set", [])))
+            load_config(variant_preset(plan, v), list(v.get("set", [])))
         except ConfigError as e:
             raise SystemExit(f"{path}: variant '{name}': {e}") from None
     return plan
@@ -109,7 +114,7 @@ def plan_jobs(plan: dict) -> list[dict]:
                     if key not in seen:
                         seen.add(key)
                         jobs.append({"data": data, "variant": variant, "seed": seed,
-                                     "preset": v.get("preset", plan["preset"]),
+                                     "preset": variant_preset(plan, v),
                                      "overrides": list(v.get("set", [])),
                                      "size": v.get("size", plan["data"][data].get("size", "112x64"))})
     return jobs
