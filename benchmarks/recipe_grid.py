@@ -12,7 +12,8 @@ with `--workers` processes: `surgflow train PRESET --set data.root=... --set tra
 [overrides]` (PRESET: the variant's `preset:` if it names one, else the plan's), `surgflow eval RUN
 --split test` on best.pt and on last.pt. Every variant's preset and overrides are checked when the
 plan loads. Each finished job is one line of `results.jsonl` (appended when it ends: an
-interrupted grid keeps what finished, and a second `run` skips jobs already there). No job
+interrupted grid keeps what finished, and a second `run` skips the jobs that finished and
+retries the ones that failed or were killed). No job
 starts when the time left is below the longest job so far (`--deadline`, seconds from the start).
 On a GPU machine pass `--device cuda`: the workers share the one GPU, one CPU thread each.
 """
@@ -177,16 +178,25 @@ def run_job(job: dict, plan: dict, work: Path, device: str) -> dict:
     return result
 
 
+def job_key(r: dict) -> tuple:
+    return (r["data"], r["variant"], r["seed"])
+
+
+def finished_jobs(results: Path) -> set:
+    """(data, variant, seed) of the jobs with scores in `results`. A failed or killed job's row has
+    none, so a second `run` retries it (resuming from its last.pt) instead of skipping it."""
+    if not results.exists():
+        return set()
+    rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+    return {job_key(r) for r in rows if "last" in r}
+
+
 def cmd_run(args) -> None:
     work = Path(args.work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     start = time.time()
     results = Path(args.results) if args.results else work / "results.jsonl"
-    done = set()
-    if results.exists():
-        for line in results.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["data"], r["variant"], r["seed"]))
+    done = finished_jobs(results)
 
     def log(msg):
         print(f"[{time.time() - start:6.0f} s] {msg}", flush=True)
@@ -289,7 +299,8 @@ def cmd_report(args) -> None:
     rows = [json.loads(x) for p in args.results for x in Path(p).read_text().splitlines() if x]
     KEPT.update({v: "last" for v in args.last_pt.split(",") if v})
     ok = [r for r in rows if "best" in r]
-    failed = [r for r in rows if "best" not in r]
+    retried = {job_key(r) for r in ok}  # a failed row that a later run of the job replaced
+    failed = [r for r in rows if "best" not in r and job_key(r) not in retried]
     groups: dict = {}
     for r in ok:
         groups.setdefault((r["data"], r["variant"]), []).append(r)

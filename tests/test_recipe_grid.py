@@ -1,6 +1,8 @@
 """benchmarks/recipe_grid.py: a variant may name its own preset, and a plan with a bad variant fails
 before any job runs (the grid runs for hours)."""
+import argparse
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -67,3 +69,22 @@ def test_the_shipped_plan_loads():
     grid = load_grid()
     plan = grid.load_plan(REPO / "benchmarks" / "recipe_grid.yaml")
     assert grid.plan_jobs(plan)
+
+
+def test_a_second_run_retries_failed_jobs_and_the_report_drops_their_replaced_rows(tmp_path, capsys):
+    grid = load_grid()
+    scores = {"acc": 95.0, "recall": {"Preparation": 1.0}}
+    ok = {"data": "real", "variant": "tiny", "seed": 0, "train_s": 600.0, "rc": 0, "val": [80.0, 90.0],
+          "late_drop": 0.0, "late_fall": 0.0, "best": scores, "last": scores, "wall_s": 610.0}
+    killed = {"data": "real", "variant": "tiny", "seed": 1, "train_s": 8.7, "rc": 143}
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in (killed, ok)) + "\n")
+    assert grid.finished_jobs(results) == {("real", "tiny", 0)}  # seed 1 runs again
+
+    grid.cmd_report(argparse.Namespace(results=[results], last_pt="", reference="tiny"))
+    assert "FAILED: real tiny seed 1" in capsys.readouterr().out
+    with open(results, "a") as f:  # the retry finished
+        f.write(json.dumps({**ok, "seed": 1}) + "\n")
+    assert grid.finished_jobs(results) == {("real", "tiny", 0), ("real", "tiny", 1)}
+    grid.cmd_report(argparse.Namespace(results=[results], last_pt="", reference="tiny"))
+    assert "FAILED" not in capsys.readouterr().out
