@@ -182,13 +182,16 @@ def job_key(r: dict) -> tuple:
     return (r["data"], r["variant"], r["seed"])
 
 
+def read_rows(results: Path) -> list:
+    return [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+
+
 def finished_jobs(results: Path) -> set:
     """(data, variant, seed) of the jobs with scores in `results`. A failed or killed job's row has
     none, so a second `run` retries it (resuming from its last.pt) instead of skipping it."""
     if not results.exists():
         return set()
-    rows = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
-    return {job_key(r) for r in rows if "last" in r}
+    return {job_key(r) for r in read_rows(results) if "best" in r}
 
 
 def cmd_run(args) -> None:
@@ -296,7 +299,7 @@ def versus(runs: list, reference_runs: list, key) -> str:
 
 
 def cmd_report(args) -> None:
-    rows = [json.loads(x) for p in args.results for x in Path(p).read_text().splitlines() if x]
+    rows = [r for p in args.results for r in read_rows(Path(p))]
     KEPT.update({v: "last" for v in args.last_pt.split(",") if v})
     ok = [r for r in rows if "best" in r]
     retried = {job_key(r) for r in ok}  # a failed row that a later run of the job replaced
