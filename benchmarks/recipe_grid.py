@@ -12,10 +12,10 @@ with `--workers` processes: `surgflow train PRESET --set data.root=... --set tra
 [overrides]` (PRESET: the variant's `preset:` if it names one, else the plan's), `surgflow eval RUN
 --split test` on best.pt and on last.pt. Every variant's preset and overrides are checked when the
 plan loads. Each finished job is one line of `results.jsonl` (appended when it ends: an
-interrupted grid keeps what finished, and a second `run` skips the jobs that finished and
-retries the ones that failed or were killed). No job
-starts when the time left is below the longest job so far (`--deadline`, seconds from the start).
-On a GPU machine pass `--device cuda`: the workers share the one GPU, one CPU thread each.
+interrupted grid keeps what finished, and a second `run` skips the jobs that finished and retries
+the ones that failed or were killed). No job starts when the time left is below the longest job
+so far (`--deadline`, seconds from the start). On a GPU machine pass `--device cuda`: the workers
+share the one GPU, one CPU thread each.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""benchmarks/recipe_grid.py: a variant may name its own preset, and a plan with a bad variant fails
-before any job runs (the grid runs for hours)."""
+"""benchmarks/recipe_grid.py: a variant may name its own preset, a plan with a bad variant fails
+before any job runs, and a failed job is retried, not skipped (the grid runs for hours)."""
 import argparse
 import importlib.util
 import json
