@@ -481,3 +481,23 @@ def test_eval_names_missing_videos_in_its_protocol_notes(tiny_root, tmp_path):
                            plots=False, quiet=True)
     notes = res["scores"]["phase"]["protocol"]["notes"]
     assert any("video04" in n and "cannot open video" in n for n in notes), notes
+
+
+def test_audio_only_file_is_refused_naming_file_and_fix(tmp_path):
+    """A readable container with no video stream (an audio track saved as .mp4) gets its own
+    message, not a decode error later."""
+    import av
+
+    from surgflow.data.video import open_video
+
+    path = tmp_path / "video01.mp4"
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            out.mux(packet)
+    with pytest.raises(SurgflowError) as err:
+        open_video(path)
+    msg = str(err.value)
+    assert str(path) in msg and "no video stream" in msg and "re-encode" in msg
